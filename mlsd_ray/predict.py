@@ -79,7 +79,7 @@ class Predictor:
             unknown = set(inst) - set(self.manifest.input_names)
             if unknown:
                 raise InvalidInput(f"instances[{i}]: unknown field(s) {sorted(unknown)}")
-            row = {}
+            row: dict[str, Any] = {}
             for field in self.manifest.inputs:
                 where = f"instances[{i}].{field.name}"
                 value = inst.get(field.name)
@@ -104,7 +104,7 @@ class Predictor:
         return self.predict_frame(self.to_frame(instances)).tolist()
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        """Ray Data ``map_batches(Predictor, fn_constructor_args=(dir,), batch_format="pandas")``."""
+        """For Ray Data: ``map_batches(Predictor, fn_constructor_args=(dir,), ...)``."""
         out = batch.copy()
         scores = self.predict_frame(batch[self.manifest.input_names])
         out[PROBABILITY] = list(scores) if scores.ndim > 1 else scores

@@ -8,7 +8,7 @@ was expected, e.g. ``data.sources.0.format: got 'xlsx'; expected one of 'csv', '
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -194,9 +194,7 @@ class Gate(_Strict):
 
 
 class Evaluation(_Strict):
-    metrics: list[Metric] = Field(
-        default_factory=lambda: ["precision", "recall", "f1", "accuracy", "roc_auc", "pr_auc"]
-    )
+    metrics: list[Metric] = Field(default_factory=lambda: list(get_args(Metric)))
     threshold: float = Field(0.5, gt=0, lt=1)
     gate: Gate = Field(default_factory=Gate)
 
@@ -302,7 +300,9 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         )
     key, raw = item.split("=", 1)
     if not key.strip():
-        raise CardError(f"--set {item!r} has an empty key.", fix="write e.g. --set data.split.seed=1")
+        raise CardError(
+            f"--set {item!r} has an empty key.", fix="write e.g. --set data.split.seed=1"
+        )
     return key.strip().split("."), yaml.safe_load(raw) if raw != "" else ""
 
 

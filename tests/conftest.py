@@ -42,7 +42,9 @@ def shared_datasets() -> Path:
 @pytest.fixture(scope="session")
 def s3_server():
     """moto's S3-compatible server on a free loopback port; env points every client at it."""
-    moto = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
+    # The venv's own moto first: an older one elsewhere on PATH fails pyarrow's S3 writes.
+    local = Path(sys.executable).parent / "moto_server"
+    moto = str(local) if local.exists() else shutil.which("moto_server") or "moto_server"
     port = free_port()
     proc = subprocess.Popen(
         [moto, "-H", "127.0.0.1", "-p", str(port)],

@@ -1,0 +1,235 @@
+"""The ``mlsd`` command: a thin face over the library, one subcommand per stage.
+
+    mlsd run [CARD]                 the whole pipeline (default: the harmful-content card)
+    mlsd etl|train|evaluate|register|serve|monitor CARD
+    mlsd registry CARD              versions, metrics and aliases
+    mlsd promote CARD --version N   /   mlsd rollback CARD
+
+Every command takes ``--workdir DIR`` and any number of ``--set KEY=VALUE`` card overrides.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from mlsd_ray.errors import MlsdError
+from mlsd_ray.settings import DEFAULT_WORKDIR, Workdir
+from mlsd_ray.spec import DesignCard, load_card
+
+DEFAULT_CARD = Path(__file__).resolve().parents[1] / "systems" / "harmful_content.yaml"
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False
+)
+
+CardArg = Annotated[Path, typer.Argument(help="Design card (YAML).")]
+WorkdirOpt = Annotated[
+    Path, typer.Option("--workdir", "-w", help="Where every artifact of the run is written.")
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a card field, e.g. --set data.split.seed=1"),
+]
+
+
+def _setup(
+    card_path: Path, workdir: Path, overrides: list[str] | None
+) -> tuple[DesignCard, Workdir]:
+    logging.basicConfig(
+        level=os.environ.get("MLSD_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("urllib3", "httpx", "filelock", "alembic", "mlflow"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    return load_card(card_path, overrides or []), Workdir.of(workdir)
+
+
+def _emit(result: Any) -> None:
+    typer.echo(json.dumps(result, indent=2, default=str))
+
+
+@app.command()
+def run(
+    card: Annotated[
+        Path, typer.Argument(help="Design card (default: harmful content).")
+    ] = DEFAULT_CARD,
+    workdir: WorkdirOpt = Path(DEFAULT_WORKDIR),
+    set_: SetOpt = None,
+    serve_requests: Annotated[
+        int, typer.Option(help="Requests to send to the served model; 0 = no serving/monitoring.")
+    ] = 1,
+) -> None:
+    """Run every stage: ETL, verification, training, evaluation, gate + registry, serving
+    (answering real HTTP requests) and drift monitoring."""
+    from mlsd_ray.pipeline import run_pipeline
+
+    c, w = _setup(card, workdir, set_)
+    result = run_pipeline(c, w, serve_requests=serve_requests)
+    reg = result["register"]
+    typer.echo(f"\nStage seconds: {result['seconds']}")
+    typer.echo(reg["summary"])
+    if result.get("serve"):
+        typer.echo(f"Served answer: {json.dumps(result['serve']['first_answer'])}")
+    typer.echo(f"Report: {result['report']}")
+    if result.get("monitor"):
+        typer.echo(f"Drift report: {result['monitor'].get('report_md', '')}")
+
+
+@app.command()
+def etl(card: CardArg, workdir: WorkdirOpt = Path(DEFAULT_WORKDIR), set_: SetOpt = None) -> None:
+    """Read the card's sources, verify and quarantine, write stratified Parquet splits."""
+    from mlsd_ray import pipeline
+
+    _emit(pipeline.etl(*_setup(card, workdir, set_)))
+
+
+@app.command()
+def train(
+    card: CardArg,
+    workdir: WorkdirOpt = Path(DEFAULT_WORKDIR),
+    set_: SetOpt = None,
+    only: Annotated[list[str] | None, typer.Option(help="Train only these model names.")] = None,
+) -> None:
+    """Train the baseline and the candidates (Ray tasks and Ray Train)."""
+    from mlsd_ray import pipeline
+
+    c, w = _setup(card, workdir, set_)
+    _emit(pipeline.train(c, w, only=only))
+
+
+@app.command()
+def evaluate(
+    card: CardArg,
+    workdir: WorkdirOpt = Path(DEFAULT_WORKDIR),
+    set_: SetOpt = None,
+    data: Annotated[
+        str | None, typer.Option(help="Evaluate the champion on this data set (card schema).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the metrics JSON here.")] = None,
+    alias: str = "champion",
+) -> None:
+    """Without --data: every trained model and the champion on the test split, plus the gate.
+    With --data: the model behind ALIAS on any data set with the card's schema."""
+    c, w = _setup(card, workdir, set_)
+    if data:
+        from mlsd_ray.evaluate.external import evaluate_alias_on
+
+        result = evaluate_alias_on(c, w, data, alias=alias)
+    else:
+        from mlsd_ray import pipeline
+
+        result = pipeline.evaluate(c, w)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2, default=str))
+        typer.echo(f"wrote {out}")
+    else:
+        _emit(result)
+
+
+@app.command()
+def register(
+    card: CardArg, workdir: WorkdirOpt = Path(DEFAULT_WORKDIR), set_: SetOpt = None
+) -> None:
+    """Register the evaluated candidate; move `champion` only if the gate passed."""
+    from mlsd_ray import pipeline
+
+    _emit(pipeline.register(*_setup(card, workdir, set_)))
+
+
+@app.command()
+def serve(
+    card: CardArg,
+    workdir: WorkdirOpt = Path(DEFAULT_WORKDIR),
+    set_: SetOpt = None,
+    alias: str | None = None,
+) -> None:
+    """Serve the model behind the alias over HTTP until interrupted (Ctrl-C)."""
+    import time
+
+    from mlsd_ray.serve.app import run_server
+
+    c, w = _setup(card, workdir, set_)
+    url = run_server(c, w, alias=alias)
+    typer.echo(f"serving {c.name} at {url} (POST /predict, GET /healthz); Ctrl-C to stop")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        from ray import serve as ray_serve
+
+        ray_serve.shutdown()
+
+
+@app.command()
+def monitor(
+    card: CardArg, workdir: WorkdirOpt = Path(DEFAULT_WORKDIR), set_: SetOpt = None
+) -> None:
+    """Compare logged predictions with the training reference: drift per feature."""
+    from mlsd_ray import pipeline
+
+    _emit(pipeline.monitor(*_setup(card, workdir, set_)))
+
+
+@app.command("registry")
+def registry_list(
+    card: CardArg, workdir: WorkdirOpt = Path(DEFAULT_WORKDIR), set_: SetOpt = None
+) -> None:
+    """List registered versions, their metrics and which alias points where."""
+    from mlsd_ray import registry
+
+    c, w = _setup(card, workdir, set_)
+    _emit([v.as_dict() for v in registry.list_versions(c, w)])
+
+
+@app.command()
+def promote(
+    card: CardArg,
+    version: Annotated[str, typer.Option(help="The version to point the alias at.")],
+    workdir: WorkdirOpt = Path(DEFAULT_WORKDIR),
+    set_: SetOpt = None,
+    alias: str = "champion",
+) -> None:
+    """Point ALIAS (default champion) at VERSION, by hand."""
+    from mlsd_ray import registry
+
+    c, w = _setup(card, workdir, set_)
+    registry.set_alias(c, w, alias, version)
+    _emit(registry.get_alias(c, w, alias).as_dict())  # type: ignore[union-attr]
+
+
+@app.command()
+def rollback(
+    card: CardArg,
+    workdir: WorkdirOpt = Path(DEFAULT_WORKDIR),
+    set_: SetOpt = None,
+    alias: str = "champion",
+) -> None:
+    """Point ALIAS back at the newest earlier version that held it."""
+    from mlsd_ray import registry
+
+    c, w = _setup(card, workdir, set_)
+    _emit(registry.rollback(c, w, alias).as_dict())
+
+
+def main() -> None:
+    try:
+        app()
+    except MlsdError as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

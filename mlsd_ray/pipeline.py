@@ -1,0 +1,153 @@
+"""The pipeline: the seven steps for one card, each stage a function with a named output.
+
+    etl -> train -> evaluate -> register (gate) -> serve -> monitor
+
+Each stage reads what the previous one wrote into the workdir (or object store) and writes a
+``<stage>_summary.json`` there, so any stage can be re-run alone by the CLI, a job or a test.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from mlsd_ray import storage
+from mlsd_ray.evaluate.report import write_markdown
+from mlsd_ray.settings import Workdir
+from mlsd_ray.spec import DesignCard
+
+log = logging.getLogger(__name__)
+
+
+def etl(card: DesignCard, workdir: Workdir) -> dict[str, Any]:
+    from mlsd_ray.data.etl import run_etl
+
+    summary = run_etl(card, workdir)
+    return summary.model_dump() if hasattr(summary, "model_dump") else dict(summary)
+
+
+def train(card: DesignCard, workdir: Workdir, only: list[str] | None = None) -> dict[str, Any]:
+    from mlsd_ray.train.stage import train_models
+
+    return train_models(card, workdir, only=only)
+
+
+def evaluate(card: DesignCard, workdir: Workdir) -> dict[str, Any]:
+    from mlsd_ray.evaluate.stage import evaluate_models
+
+    return evaluate_models(card, workdir)
+
+
+def register(
+    card: DesignCard, workdir: Workdir, report: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Register the candidate the evaluation put forward; move ``challenger`` to it, and
+    ``champion`` only when the gate passed. The report records why."""
+    from mlsd_ray import registry
+
+    if report is None:
+        report = storage.read_json(str(workdir.summary_path("evaluate")))
+    name = report["candidate"]
+    metrics = {k: v for k, v in report["metrics"][name].items() if isinstance(v, (int, float))}
+    out_dir = workdir.reports / "evaluation"
+    info = registry.log_and_register(
+        card,
+        workdir,
+        model_name=name,
+        model_dir=workdir.model_dir(name),
+        params={"card": card.model_dump(mode="json")["models"], "model": name},
+        metrics={f"test_{k}": v for k, v in metrics.items()},
+        artifacts=[out_dir],
+        tags={"mlsd.gate": "passed" if report["gate"]["passed"] else "failed"},
+    )
+    registry.set_alias(card, workdir, registry.CHALLENGER, info.version)
+    previous = report.get("champion")
+    if report["gate"]["passed"]:
+        registry.set_alias(card, workdir, registry.CHAMPION, info.version)
+        summary = f"Version {info.version} ({name}) is now `champion`: every gate rule passed" + (
+            f" (previous champion: v{previous['version']})." if previous else " (first champion)."
+        )
+    else:
+        kept = f"v{previous['version']} stays `champion`" if previous else "no champion is set"
+        summary = (
+            f"Version {info.version} ({name}) is `challenger` only; {kept}. Failed: "
+            + "; ".join(report["gate"]["failed"])
+        )
+    log.info(summary)
+    champion = registry.get_alias(card, workdir, registry.CHAMPION)
+    result = {
+        "registered_version": info.version,
+        "model_name": name,
+        "promoted": bool(report["gate"]["passed"]),
+        "champion_version": champion.version if champion else None,
+        "summary": summary,
+    }
+    report["promotion"] = result
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2))
+    write_markdown(report, out_dir / "report.md")
+    storage.write_json(str(workdir.summary_path("register")), result)
+    return result
+
+
+def serve_and_probe(card: DesignCard, workdir: Workdir, n_requests: int = 1) -> dict[str, Any]:
+    """Serve the champion over HTTP, answer ``n_requests`` real requests built from the test
+    split, then shut the app down (which flushes the prediction log)."""
+    import httpx
+    from ray import serve
+
+    from mlsd_ray.data.etl import read_split
+    from mlsd_ray.serve.app import run_server
+
+    url = run_server(card, workdir)
+    sample = read_split(card, workdir, "test").head(max(n_requests, 1) * 4)
+    instances = sample[card.feature_names].to_dict(orient="records")
+    answers = []
+    try:
+        with httpx.Client(timeout=60) as client:
+            for i in range(n_requests):
+                chunk = instances[i * 4 : (i + 1) * 4] or instances[:4]
+                r = client.post(f"{url.rstrip('/')}/predict", json={"instances": chunk})
+                r.raise_for_status()
+                answers.append(r.json())
+    finally:
+        serve.delete(card.name)
+    result = {"url": url, "requests": n_requests, "first_answer": answers[0] if answers else None}
+    storage.write_json(str(workdir.summary_path("serve")), result)
+    return result
+
+
+def monitor(card: DesignCard, workdir: Workdir) -> dict[str, Any]:
+    from mlsd_ray.monitor.stage import run_monitor
+
+    return run_monitor(card, workdir)
+
+
+def run_pipeline(
+    card: DesignCard, workdir: Workdir, *, serve_requests: int = 1, stop_after: str | None = None
+) -> dict[str, Any]:
+    """Run every stage in order; ``serve_requests=0`` skips serving and monitoring."""
+    stages: list[tuple[str, Any]] = [
+        ("etl", lambda: etl(card, workdir)),
+        ("train", lambda: train(card, workdir)),
+        ("evaluate", lambda: evaluate(card, workdir)),
+        ("register", lambda: register(card, workdir)),
+    ]
+    if serve_requests > 0:
+        stages += [
+            ("serve", lambda: serve_and_probe(card, workdir, serve_requests)),
+            ("monitor", lambda: monitor(card, workdir)),
+        ]
+    results: dict[str, Any] = {"card": card.name, "workdir": str(workdir.root), "seconds": {}}
+    for name, fn in stages:
+        t0 = time.perf_counter()
+        log.info("stage %s: started", name)
+        results[name] = fn()
+        results["seconds"][name] = round(time.perf_counter() - t0, 2)
+        log.info("stage %s: done in %.1f s", name, results["seconds"][name])
+        if name == stop_after:
+            break
+    results["report"] = str(workdir.reports / "evaluation" / "report.md")
+    storage.write_json(str(workdir.summary_path("pipeline")), results)
+    return results

@@ -1,0 +1,234 @@
+"""The model registry: the only module that imports mlflow.
+
+Runs hold params, metrics and artifacts (the model package, reports and plots); each
+registered version points at a model package logged as run artifacts. Loading goes through
+our own package loader (JSON + safetensors), never through pickle. The tracking store defaults
+to a sqlite file in the workdir, with artifacts beside it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlsd_ray.errors import RegistryError
+from mlsd_ray.settings import Workdir
+from mlsd_ray.spec import DesignCard
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+log = logging.getLogger(__name__)
+CHAMPION, CHALLENGER = "champion", "challenger"
+MODEL_ARTIFACT = "model"
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    name: str
+    version: str
+    run_id: str
+    model_name: str  # the card's model name (e.g. "minilm")
+    aliases: list[str]
+    metrics: dict[str, float]
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def _client(workdir: Workdir) -> MlflowClient:
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow  # lazy: importing mlflow costs over a second
+
+    workdir.root.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(workdir.tracking_uri)
+    return mlflow.MlflowClient(tracking_uri=workdir.tracking_uri)
+
+
+def _experiment_id(client: MlflowClient, card: DesignCard, workdir: Workdir) -> str:
+    exp = client.get_experiment_by_name(card.name)
+    if exp is not None:
+        return str(exp.experiment_id)
+    # Keep artifacts inside the workdir, not in ./mlruns of wherever the process started.
+    return str(
+        client.create_experiment(card.name, artifact_location=Path(workdir.artifact_root).as_uri())
+    )
+
+
+@contextmanager
+def tracked_run(card: DesignCard, workdir: Workdir, run_name: str) -> Iterator[Any]:
+    """A tracking run in the card's experiment; yields the mlflow module bound to it."""
+    import mlflow
+
+    client = _client(workdir)
+    exp_id = _experiment_id(client, card, workdir)
+    with mlflow.start_run(experiment_id=exp_id, run_name=run_name) as run:
+        mlflow.set_tags({"mlsd.card": card.name})
+        yield run
+
+
+def log_and_register(
+    card: DesignCard,
+    workdir: Workdir,
+    model_name: str,
+    model_dir: Path,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    artifacts: list[Path] = (),  # type: ignore[assignment]
+    tags: dict[str, str] | None = None,
+) -> VersionInfo:
+    """Log a trained package with its params, metrics and reports; register it as a version."""
+    import mlflow
+
+    client = _client(workdir)
+    with tracked_run(card, workdir, run_name=model_name) as run:
+        mlflow.log_params({k: str(v)[:500] for k, v in _flatten(params).items()})
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if _is_number(v)})
+        mlflow.log_artifacts(str(model_dir), artifact_path=MODEL_ARTIFACT)
+        for path in artifacts:
+            if Path(path).is_dir():
+                mlflow.log_artifacts(str(path), artifact_path="reports")
+            elif Path(path).exists():
+                mlflow.log_artifact(str(path), artifact_path="reports")
+        mlflow.set_tags({"mlsd.model_name": model_name, **(tags or {})})
+        run_id = run.info.run_id
+        source = f"{run.info.artifact_uri}/{MODEL_ARTIFACT}"
+    name = card.registered_model_name
+    try:
+        client.get_registered_model(name)
+    except Exception:
+        client.create_registered_model(name, description=card.description or None)
+    mv = client.create_model_version(
+        name, source=source, run_id=run_id, tags={"mlsd.model_name": model_name, **(tags or {})}
+    )
+    log.info("registered %s version %s (%s)", name, mv.version, model_name)
+    return _info(client, name, str(mv.version))
+
+
+def _info(client: MlflowClient, name: str, version: str) -> VersionInfo:
+    mv = client.get_model_version(name, version)
+    run_id = str(mv.run_id)
+    run = client.get_run(run_id)
+    return VersionInfo(
+        name=name,
+        version=str(mv.version),
+        run_id=run_id,
+        model_name=(mv.tags or {}).get("mlsd.model_name", ""),
+        aliases=sorted(mv.aliases or []),
+        metrics=dict(run.data.metrics),
+    )
+
+
+def get_alias(card: DesignCard, workdir: Workdir, alias: str = CHAMPION) -> VersionInfo | None:
+    client = _client(workdir)
+    try:
+        mv = client.get_model_version_by_alias(card.registered_model_name, alias)
+    except Exception:
+        return None
+    return _info(client, card.registered_model_name, str(mv.version))
+
+
+def set_alias(card: DesignCard, workdir: Workdir, alias: str, version: str) -> None:
+    client = _client(workdir)
+    _require_version(client, card, version)
+    client.set_registered_model_alias(card.registered_model_name, alias, version)
+    client.set_model_version_tag(card.registered_model_name, version, f"mlsd.was_{alias}", "true")
+    log.info("alias %s -> %s version %s", alias, card.registered_model_name, version)
+
+
+def _require_version(client: MlflowClient, card: DesignCard, version: str) -> None:
+    try:
+        client.get_model_version(card.registered_model_name, version)
+    except Exception:
+        raise RegistryError(
+            f"Model {card.registered_model_name!r} has no version {version!r}.",
+            fix="list versions with `mlsd registry` and pick one of them",
+        ) from None
+
+
+def list_versions(card: DesignCard, workdir: Workdir) -> list[VersionInfo]:
+    client = _client(workdir)
+    name = card.registered_model_name
+    try:
+        versions = client.search_model_versions(f"name='{name}'")
+    except Exception:
+        return []
+    return sorted(
+        (_info(client, name, str(v.version)) for v in versions), key=lambda v: int(v.version)
+    )
+
+
+def fetch_model(card: DesignCard, workdir: Workdir, alias: str = CHAMPION) -> tuple[str, Path]:
+    """(version, local package folder) of the version an alias points at.
+
+    Packages are cached under ``workdir/registry_cache/<name>/<version>``; versions are
+    immutable, so a cached copy never goes stale.
+    """
+    import mlflow
+
+    client = _client(workdir)
+    name = card.registered_model_name
+    try:
+        mv = client.get_model_version_by_alias(name, alias)
+    except Exception:
+        raise RegistryError(
+            f"Model {name!r} has no version with alias {alias!r}.",
+            why="nothing has been promoted under that alias in this tracking store "
+            f"({workdir.tracking_uri})",
+            fix="run `mlsd run CARD` (or `mlsd promote`) with the same --workdir first",
+        ) from None
+    target = workdir.root / "registry_cache" / name / str(mv.version)
+    if not (target / "mlsd_model.json").is_file():
+        tmp = target.with_name(target.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        mlflow.artifacts.download_artifacts(
+            run_id=mv.run_id, artifact_path=MODEL_ARTIFACT, dst_path=str(tmp)
+        )
+        shutil.rmtree(target, ignore_errors=True)
+        (tmp / MODEL_ARTIFACT).rename(target)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return str(mv.version), target
+
+
+def rollback(card: DesignCard, workdir: Workdir, alias: str = CHAMPION) -> VersionInfo:
+    """Point ``alias`` at the newest earlier version that once held it."""
+    current = get_alias(card, workdir, alias)
+    if current is None:
+        raise RegistryError(f"Nothing to roll back: alias {alias!r} is not set.")
+    client = _client(workdir)
+    earlier = [
+        v
+        for v in client.search_model_versions(f"name='{card.registered_model_name}'")
+        if int(v.version) < int(current.version) and (v.tags or {}).get(f"mlsd.was_{alias}")
+    ]
+    if not earlier:
+        raise RegistryError(
+            f"Cannot roll back {alias!r} from version {current.version}: no earlier version "
+            f"ever held it.",
+            fix="promote a specific version with `mlsd promote CARD --version N`",
+        )
+    target = str(max(int(v.version) for v in earlier))
+    set_alias(card, workdir, alias, target)
+    return _info(client, card.registered_model_name, target)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v

@@ -1,0 +1,121 @@
+"""The walking skeleton as a user runs it: one card through every stage, then the gate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlsd_ray import pipeline, registry
+from mlsd_ray.data.etl import read_split
+from mlsd_ray.models.package import read_manifest, save_package
+from mlsd_ray.models.simple import MajorityClass
+from mlsd_ray.predict import Predictor
+from mlsd_ray.settings import Workdir
+from mlsd_ray.spec import load_card
+from tests.e2e.conftest import CARD, fast_overrides
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def ran(ray_cluster, tmp_path_factory):
+    """The whole pipeline once (tiny transformer, 600 generated posts), serving included."""
+    card = load_card(CARD, fast_overrides())
+    workdir = Workdir.of(tmp_path_factory.mktemp("work"))
+    result = pipeline.run_pipeline(card, workdir, serve_requests=2)
+    return card, workdir, result
+
+
+def test_every_stage_wrote_its_summary(ran) -> None:
+    _card, workdir, _result = ran
+    for stage in ("etl", "train", "evaluate", "register", "serve", "monitor", "pipeline"):
+        assert workdir.summary_path(stage).is_file(), stage
+    etl = json.loads(workdir.summary_path("etl").read_text())
+    assert etl["rows_in"] == etl["rows_ok"] + etl["rows_quarantined"] == 600
+    assert sum(etl["rows_per_split"].values()) == etl["rows_ok"]
+
+
+def test_report_plots_and_champion(ran) -> None:
+    card, workdir, result = ran
+    report_dir = workdir.reports / "evaluation"
+    for name in ("report.md", "report.json", "roc.png"):
+        assert (report_dir / name).stat().st_size > 0
+    report = json.loads((report_dir / "report.json").read_text())
+    assert set(report["metrics"]) == {"tfidf_logreg", "minilm"}
+    for m in report["metrics"].values():
+        assert set(m) >= {"precision", "recall", "f1", "accuracy", "roc_auc", "pr_auc"}
+        assert np.asarray(m["confusion_matrix"]).sum() == m["n"]
+    assert report["gate"]["passed"]
+    champion = registry.get_alias(card, workdir, "champion")
+    assert champion is not None and champion.version == result["register"]["registered_version"]
+    assert "champion" in (report_dir / "report.md").read_text()
+
+
+def test_served_answer_matches_offline_prediction(ran) -> None:
+    card, workdir, result = ran
+    answer = result["serve"]["first_answer"]
+    version, path = registry.fetch_model(card, workdir, "champion")
+    assert answer["model_version"] == version
+    test = read_split(card, workdir, "test").head(4)
+    offline = Predictor(path, version).predict(test["text"].tolist())
+    np.testing.assert_allclose(answer["predictions"], offline, atol=1e-5)
+
+
+def test_predictions_were_logged_and_monitored(ran) -> None:
+    card, workdir, result = ran
+    from mlsd_ray.monitor.log import read_prediction_log
+
+    logged = read_prediction_log(workdir.prediction_log_uri(card))
+    assert len(logged) == 8  # 2 requests x 4 instances
+    assert set(logged["model_version"]) == {result["register"]["registered_version"]}
+    assert result["monitor"]["features"]
+
+
+def test_worse_model_does_not_move_the_champion(ran) -> None:
+    card, workdir, _ = ran
+    before = registry.get_alias(card, workdir, "champion")
+    # A majority-class model (ROC-AUC 0.5) put forward as the only candidate.
+    train = read_split(card, workdir, "train")
+    worse = MajorityClass(["text"]).fit(train[["text"]], train["label"].to_numpy())
+    manifest = read_manifest(workdir.model_dir("tfidf_logreg")).model_copy(
+        update={"name": "minilm", "kind": "majority", "params": {}, "metadata": {}}
+    )
+    save_package(worse, workdir.model_dir("minilm"), manifest)
+    (workdir.model_dir("tfidf_logreg") / "mlsd_model.json").unlink()  # only the worse one left
+    report = pipeline.evaluate(card, workdir)
+    assert not report["gate"]["passed"]
+    assert any(
+        r["rule"] in ("beats_champion", "min_value")
+        for r in report["gate"]["rules"]
+        if not r["passed"]
+    )
+    result = pipeline.register(card, workdir, report)
+    assert result["promoted"] is False
+    after = registry.get_alias(card, workdir, "champion")
+    assert after is not None and before is not None and after.version == before.version
+    challenger = registry.get_alias(card, workdir, "challenger")
+    assert challenger is not None and challenger.version == result["registered_version"]
+    assert "stays `champion`" in result["summary"]
+    md = (workdir.reports / "evaluation" / "report.md").read_text()
+    assert "FAILED" in md and "FAIL `" in md
+
+
+def test_evaluate_champion_on_user_data(ran, tmp_path: Path) -> None:
+    card, workdir, _ = ran
+    from mlsd_ray.evaluate.external import evaluate_alias_on
+
+    test = read_split(card, workdir, "test")
+    frame = pd.DataFrame(
+        {"text": test["text"], "label": np.where(test["label"] == 1, "harmful", "ok")}
+    )
+    frame.loc[len(frame)] = ["", "ok"]  # an empty post: quarantined, not scored
+    path = tmp_path / "holdout.csv"
+    frame.to_csv(path, index=False)
+    out = evaluate_alias_on(card, workdir, str(path))
+    assert out["rows_in"] == len(frame) and out["rows_quarantined"] == 1
+    assert out["metrics"]["n"] == len(test)
+    assert out["metrics"]["roc_auc"] > 0.5
