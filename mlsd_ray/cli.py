@@ -156,20 +156,12 @@ def serve(
     alias: str | None = None,
 ) -> None:
     """Serve the model behind the alias over HTTP until interrupted (Ctrl-C)."""
-    import time
-
     from mlsd_ray.serve.app import run_server
 
     c, w = _setup(card, workdir, set_)
-    url = run_server(c, w, alias=alias)
-    typer.echo(f"serving {c.name} at {url} (POST /predict, GET /healthz); Ctrl-C to stop")
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        from ray import serve as ray_serve
-
-        ray_serve.shutdown()
+    typer.echo(f"serving {c.name} on {c.deployment.host}:{c.deployment.port}; Ctrl-C to stop")
+    # Blocking: on Ctrl-C the app is deleted gracefully, which flushes the prediction log.
+    run_server(c, w, alias=alias, blocking=True)
 
 
 @app.command()

@@ -27,6 +27,8 @@ class InvalidInput(ValueError):
 
 
 def _cast(value: Any, type_: str, where: str) -> Any:
+    if type_ == "category" and isinstance(value, bool):
+        return str(value)  # "True"/"False", as the value reads in a CSV source
     if type_ in ("text", "string", "category"):
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise InvalidInput(f"{where}: expected a string, got {type(value).__name__}")

@@ -1,0 +1,180 @@
+"""The Serve application of a design card, and a way to run it.
+
+``build_app`` is the builder that ``serve run`` / ``serve deploy`` import
+(``import_path: mlsd_ray.serve.app:build_app``, ``args: {card: ..., workdir: ...}``);
+``run_server`` does the same from Python (``mlsd serve``). Every deployment setting comes from
+the card's ``deployment`` section, so the card stays the one place to change them.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, cast
+
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
+
+from mlsd_ray.settings import DEFAULT_WORKDIR, Workdir
+from mlsd_ray.spec import DesignCard, load_card
+
+log = logging.getLogger(__name__)
+
+#: The ingress only forwards requests; it must admit enough of them for batches to fill.
+MIN_INGRESS_ONGOING = 64
+
+
+class ServeArgs(BaseModel):
+    """The ``args`` of the Serve application (``serve run`` config or ``build_app``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    card: str  # path of the YAML design card
+    workdir: str = DEFAULT_WORKDIR
+    alias: str | None = None  # registry alias to serve; None = card.deployment.alias
+    model_dir: str | None = None  # serve this local package, bypassing the registry
+    overrides: list[str] = Field(default_factory=list)  # card --set KEY=VALUE items
+
+
+def model_options(card: DesignCard) -> dict[str, Any]:
+    """``.options()`` of the model deployment, straight from ``card.deployment``."""
+    d = card.deployment
+    a = d.autoscaling
+    return {
+        "max_ongoing_requests": d.effective_max_ongoing_requests,
+        "autoscaling_config": {
+            "min_replicas": a.min_replicas,
+            "initial_replicas": max(a.min_replicas, 1),
+            "max_replicas": a.max_replicas,
+            "target_ongoing_requests": a.target_ongoing_requests,
+            "upscale_delay_s": a.upscale_delay_s,
+            "downscale_delay_s": a.downscale_delay_s,
+        },
+        "ray_actor_options": {"num_cpus": d.num_cpus_per_replica},
+    }
+
+
+def ingress_options(card: DesignCard) -> dict[str, Any]:
+    """One ingress replica without a CPU reservation: it does no compute, and a reserved CPU
+    would be one the model replicas cannot use on a small machine."""
+    d = card.deployment
+    ongoing = max(
+        MIN_INGRESS_ONGOING, 2 * d.effective_max_ongoing_requests * d.autoscaling.max_replicas
+    )
+    return {
+        "num_replicas": 1,
+        "max_ongoing_requests": ongoing,
+        "ray_actor_options": {"num_cpus": 0},
+    }
+
+
+def resolve_model(
+    card: DesignCard,
+    workdir: Workdir,
+    alias: str | None = None,
+    model_dir: str | Path | None = None,
+) -> tuple[str | None, Path]:
+    """(version, local package folder): ``model_dir`` as given, else the registry's alias."""
+    if model_dir is not None:
+        return None, Path(model_dir).resolve()  # the Predictor reads the version from the package
+    from mlsd_ray.registry import fetch_model
+
+    version, package = fetch_model(card, workdir, alias or card.deployment.alias)
+    return version, Path(package).resolve()
+
+
+def build_application(
+    card: DesignCard,
+    workdir: Workdir,
+    alias: str | None = None,
+    model_dir: str | Path | None = None,
+) -> serve.Application:
+    """Ingress -> model (batched) for ``card``; resolves the model now, loads it in replicas."""
+    from mlsd_ray.serve.deployments import Ingress, ModelServer
+
+    version, package = resolve_model(card, workdir, alias, model_dir)
+    b, m = card.deployment.batching, card.monitoring
+    log_options = {
+        "uri": workdir.prediction_log_uri(card),
+        "flush_every_n": m.flush_every_n,
+        "flush_every_s": m.flush_every_s,
+        "fields": {f.name: f.type for f in card.framing.inputs},
+    }
+    model = (
+        cast(serve.Deployment, ModelServer)
+        .options(**model_options(card))
+        .bind(str(package), version, b.max_batch_size, b.batch_wait_timeout_s, log_options)
+    )
+    log.info("serving %s from %s (version %s)", card.name, package, version or "from package")
+    return (
+        cast(serve.Deployment, Ingress)
+        .options(**ingress_options(card))
+        .bind(model, card.deployment.max_instances_per_request)
+    )
+
+
+def build_app(args: dict[str, Any]) -> serve.Application:
+    """Serve application builder: ``args`` are ``ServeArgs`` fields (card path, workdir, ...)."""
+    parsed = args if isinstance(args, ServeArgs) else ServeArgs.model_validate(args)
+    card = load_card(parsed.card, overrides=parsed.overrides)
+    return build_application(card, Workdir.of(parsed.workdir), parsed.alias, parsed.model_dir)
+
+
+def base_url(host: str, port: int, route_prefix: str) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    return f"http://{shown}:{port}{route_prefix.rstrip('/')}"
+
+
+def run_server(
+    card: DesignCard,
+    workdir: Workdir,
+    alias: str | None = None,
+    model_dir: str | Path | None = None,
+    blocking: bool = False,
+) -> str:
+    """Start Serve's HTTP proxy on ``card.deployment.host:port``, run the app (named after the
+    card) and return its base URL. ``blocking=True`` serves until Ctrl-C, then deletes the
+    app (its replicas flush the prediction log) and returns."""
+    from mlsd_ray.runtime import ensure_ray
+
+    ensure_ray()
+    d = card.deployment
+    serve.start(http_options={"host": d.host, "port": d.port})
+    host, port = _running_http(d.host, d.port)
+    url = base_url(host, port, d.route_prefix)
+    app = build_application(card, workdir, alias, model_dir)
+    if not blocking:
+        serve.run(app, name=card.name, route_prefix=d.route_prefix)
+        log.info("serving %s at %s", card.name, url)
+        return url
+    log.info("serving %s at %s; Ctrl-C to stop", card.name, url)
+    try:
+        serve.run(app, name=card.name, route_prefix=d.route_prefix, blocking=True)
+    except KeyboardInterrupt:
+        # A graceful delete lets the replicas flush the prediction log.
+        log.info("stopping %s", card.name)
+        serve.delete(card.name)
+    return url
+
+
+def _running_http(host: str, port: int) -> tuple[str, int]:
+    """Serve keeps the HTTP options of its first start; if it was already running elsewhere,
+    report where it really listens instead of a URL nobody answers."""
+    try:
+        from ray.serve.context import _get_global_client
+
+        client = _get_global_client(raise_if_no_controller_running=False)
+        if client is None:
+            return host, port
+        actual = (str(client.http_config.host), int(client.http_config.port))
+    except Exception:  # private API: best effort only
+        return host, port
+    if actual != (host, port):
+        log.warning(
+            "Serve was already running with HTTP on %s:%d; the card asks for %s:%d, which is "
+            "ignored until Serve restarts (serve shutdown)",
+            *actual,
+            host,
+            port,
+        )
+    return actual
