@@ -1,0 +1,543 @@
+"""Fine-tune a TransformerTextClassifier with Ray Train (or in the driver when num_workers=0).
+
+The loop itself lives in `mlsd_ray.models.transformer.train_loop`; this module feeds it a Ray
+Data shard and gives it hooks that validate, checkpoint and report. A checkpoint is a model
+package folder plus the optimizer and loop state, so:
+
+* a rerun with the same run name resumes from ``ray.train.get_checkpoint()`` (Ray Train V2
+  finds it from ``RunConfig(name, storage_path)``), skipping the batches already trained on;
+* the returned model is read from the last checkpoint with the same code that loads packages.
+
+The default run name is ``<card>-<model>-<fingerprint>``, the fingerprint hashing the data and
+the settings that change what a step means (not epochs/max_steps/workers). Rerunning on the
+same data continues the same run (a finished run returns at once); new data starts a new run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import load_file
+
+from mlsd_ray.errors import CardError, ModelError
+from mlsd_ray.models.transformer import (
+    WEIGHTS,
+    Batch,
+    LoopHooks,
+    LoopState,
+    TextClassifierNet,
+    TransformerTextClassifier,
+    build_net,
+    class_weights,
+    evaluate,
+    frame_batches,
+    load_net,
+    make_loss,
+    make_optimizer,
+    save_net,
+    train_loop,
+    unwrap,
+)
+from mlsd_ray.spec import DesignCard, ModelSpec
+from mlsd_ray.train.metrics import roc_auc
+
+log = logging.getLogger(__name__)
+
+LABEL = "label"
+OPTIMIZER = "optimizer.pt"
+LOOP_STATE = "loop_state.json"
+#: Settings that change what a training step computes; a run name hashes them with the data.
+FINGERPRINT_FIELDS = (
+    "pretrained",
+    "max_length",
+    "batch_size",
+    "learning_rate",
+    "weight_decay",
+    "seed",
+    "class_weight",
+    "dropout",
+)
+
+
+# Parameters and run identity --------------------------------------------------------------
+def transformer_params(spec: ModelSpec, card: DesignCard) -> dict[str, Any]:
+    """The model's params: TrainerConfig fields, the spec's params, n_classes and text input."""
+    text = card.framing.text_input
+    if text is None:
+        raise CardError(
+            f"models.{spec.name}: a transformer needs exactly one input of type text.",
+            why=f"framing.inputs are {[(f.name, f.type) for f in card.framing.inputs]}",
+            fix="mark the text column `type: text`, or use kind logreg for tabular inputs",
+        )
+    return {
+        **spec.trainer.model_dump(),
+        **spec.params,
+        "n_classes": len(card.framing.label.classes),
+        "text_input": text,
+    }
+
+
+def run_fingerprint(params: dict[str, Any], train: pd.DataFrame, val: pd.DataFrame) -> str:
+    """Ten hex digits over the data and the step-defining settings."""
+    h = hashlib.sha1()
+    for frame in (train, val):
+        h.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    h.update(json.dumps({k: params.get(k) for k in FINGERPRINT_FIELDS}, default=str).encode())
+    return h.hexdigest()[:10]
+
+
+# Checkpoints ------------------------------------------------------------------------------
+def write_checkpoint(
+    path: Path,
+    net: torch.nn.Module,
+    tokenizer: Any,
+    head: dict[str, Any],
+    optimizer: torch.optim.Optimizer,
+    state: LoopState,
+    metrics: dict[str, Any],
+) -> None:
+    """A loadable model package plus what resuming needs (optimizer, loop state)."""
+    save_net(path, unwrap(net), tokenizer, head)
+    torch.save(optimizer.state_dict(), path / OPTIMIZER)
+    (path / LOOP_STATE).write_text(json.dumps({**state.to_dict(), "metrics": metrics}, indent=2))
+
+
+def restore_weights(path: Path, net: TextClassifierNet) -> LoopState:
+    net.load_state_dict(load_file(str(path / WEIGHTS)))
+    return LoopState.from_dict(json.loads((path / LOOP_STATE).read_text()))
+
+
+def restore_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
+    # weights_only: the restricted unpickler, which loads tensors and plain containers only.
+    optimizer.load_state_dict(torch.load(path / OPTIMIZER, weights_only=True, map_location="cpu"))
+
+
+# Hooks: validate, checkpoint, publish ------------------------------------------------------
+class _CheckpointHooks(LoopHooks):
+    """Checkpoint every ``checkpoint_every_steps`` and at the end of each epoch (with validation).
+
+    Subclasses decide where a checkpoint goes (`publish`) and whether this process validates.
+    """
+
+    def __init__(
+        self,
+        net: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        tokenizer: Any,
+        head: dict[str, Any],
+        params: dict[str, Any],
+        validation: Callable[[], tuple[list[str], np.ndarray]] | None,
+        resumed_from_step: int,
+    ) -> None:
+        self.net, self.optimizer, self.tokenizer, self.head = net, optimizer, tokenizer, head
+        self.every = int(params.get("checkpoint_every_steps", 50))
+        self.max_length = int(params.get("max_length", 64))
+        self.validation = validation
+        self.resumed_from_step = resumed_from_step
+        self.last_checkpoint_step = resumed_from_step
+        self.reports = 0
+
+    def after_step(self, state: LoopState, loss: float, last_in_epoch: bool) -> None:
+        # The end of an epoch checkpoints anyway (with validation); do not save twice.
+        if state.step % self.every == 0 and not last_in_epoch:
+            self._save(state, {"train_loss": loss})
+
+    def after_epoch(self, state: LoopState, train_loss: float, stats: dict[str, float]) -> None:
+        metrics: dict[str, Any] = {"train_loss": train_loss, **stats}
+        if self.validation is not None:
+            texts, labels = self.validation()
+            val_loss, proba = evaluate(self.net, self.tokenizer, texts, labels, self.max_length)
+            metrics["val_loss"] = val_loss
+            metrics["val_roc_auc"] = roc_auc(labels, proba)
+        log.info("epoch end: %s", {**state.to_dict(), **metrics})
+        self._save(state, metrics)
+
+    def _save(self, state: LoopState, metrics: dict[str, Any]) -> None:
+        metrics = {
+            **{k: v for k, v in metrics.items() if v is not None and not _is_nan(v)},
+            **state.to_dict(),
+            "resumed_from_step": self.resumed_from_step,
+        }
+        new = state.step != self.last_checkpoint_step  # an empty epoch has nothing new to save
+        self.publish(metrics, self._writer(state, metrics) if new else None, state)
+        self.last_checkpoint_step = state.step
+        self.reports += 1
+
+    def _writer(self, state: LoopState, metrics: dict[str, Any]) -> Callable[[Path], None]:
+        def write(path: Path) -> None:
+            write_checkpoint(
+                path, self.net, self.tokenizer, self.head, self.optimizer, state, metrics
+            )
+
+        return write
+
+    def publish(
+        self,
+        metrics: dict[str, Any],
+        write: Callable[[Path], None] | None,
+        state: LoopState,
+    ) -> None:
+        raise NotImplementedError
+
+
+def _is_nan(v: Any) -> bool:
+    return isinstance(v, float) and math.isnan(v)
+
+
+class _RayHooks(_CheckpointHooks):
+    """Every worker reports at the same steps (report is a barrier); rank 0 writes the files."""
+
+    def __init__(self, *args: Any, rank: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.rank = rank
+
+    def publish(
+        self, metrics: dict[str, Any], write: Callable[[Path], None] | None, state: LoopState
+    ) -> None:
+        import ray.train
+
+        with tempfile.TemporaryDirectory(prefix="mlsd-ckpt-") as tmp:
+            checkpoint = None
+            if write is not None and self.rank == 0:
+                write(Path(tmp))
+                checkpoint = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(
+                metrics,
+                checkpoint=checkpoint,
+                checkpoint_dir_name=f"step_{state.step:08d}" if write is not None else None,
+            )
+
+
+class _LocalHooks(_CheckpointHooks):
+    """Driver training: the checkpoint is one folder, replaced atomically."""
+
+    def __init__(self, *args: Any, folder: Path, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.folder = folder
+        self.metrics: dict[str, Any] = {}
+
+    def publish(
+        self, metrics: dict[str, Any], write: Callable[[Path], None] | None, state: LoopState
+    ) -> None:
+        self.metrics = metrics
+        if write is None:
+            return
+        tmp = self.folder.with_name(self.folder.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        write(tmp)
+        shutil.rmtree(self.folder, ignore_errors=True)
+        tmp.rename(self.folder)
+
+
+# The worker -------------------------------------------------------------------------------
+def _setup(
+    params: dict[str, Any], checkpoint_dir: Path | None, prepare: Callable[[Any], Any]
+) -> tuple[torch.nn.Module, TextClassifierNet, torch.optim.Optimizer, Any, LoopState]:
+    """Build the net, load a checkpoint's weights, wrap (DDP), then the optimizer and its state.
+
+    The optimizer is made after ``prepare`` so its state lands on the device of the params.
+    """
+    net, tokenizer = build_net(
+        str(params["pretrained"]),
+        int(params["n_classes"]),
+        float(params.get("dropout", 0.1)),
+        int(params.get("seed", 0)),
+    )
+    state = restore_weights(checkpoint_dir, net) if checkpoint_dir else LoopState()
+    model = prepare(net)
+    optimizer = make_optimizer(
+        unwrap(model), float(params["learning_rate"]), float(params["weight_decay"])
+    )
+    if checkpoint_dir:
+        restore_optimizer(checkpoint_dir, optimizer)
+    return model, net, optimizer, tokenizer, state
+
+
+def _head(params: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "n_classes": int(params["n_classes"]),
+        "dropout": float(params.get("dropout", 0.1)),
+        "pooling": "mean",
+        "max_length": int(params["max_length"]),
+        "text_input": params["text_input"],
+    }
+
+
+def train_worker(config: dict[str, Any]) -> None:
+    """Ray Train ``train_loop_per_worker``: one copy per worker, DDP across them."""
+    import ray.train
+    import ray.train.torch
+
+    params: dict[str, Any] = config["params"]
+    torch.set_num_threads(int(params.get("cpus_per_worker", 1)))
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            model, net, optimizer, tokenizer, state = _setup(
+                params, Path(folder), ray.train.torch.prepare_model
+            )
+        log.info("rank %d resumes from step %d (epoch %d)", rank, state.step, state.epoch)
+    else:
+        model, net, optimizer, tokenizer, state = _setup(
+            params, None, ray.train.torch.prepare_model
+        )
+    loss_fn = make_loss(config["class_weights"]).to(next(net.parameters()).device)
+    text, batch_size, seed = params["text_input"], int(params["batch_size"]), int(params["seed"])
+    shard = ray.train.get_dataset_shard("train")
+
+    def batches(epoch: int) -> Iterator[Batch]:
+        for b in shard.iter_batches(
+            batch_size=batch_size,
+            batch_format="numpy",
+            local_shuffle_buffer_size=max(8 * batch_size, 256),
+            local_shuffle_seed=seed + epoch,
+        ):
+            yield [str(t) for t in b[text]], np.asarray(b[LABEL], dtype=np.int64)
+
+    cache: list[tuple[list[str], np.ndarray]] = []
+
+    def validation() -> tuple[list[str], np.ndarray]:
+        if not cache:
+            texts: list[str] = []
+            labels: list[np.ndarray] = []
+            for b in ray.train.get_dataset_shard("validation").iter_batches(
+                batch_size=1024, batch_format="numpy"
+            ):
+                texts += [str(t) for t in b[text]]
+                labels.append(np.asarray(b[LABEL], dtype=np.int64))
+            cache.append((texts, np.concatenate(labels) if labels else np.zeros(0, np.int64)))
+        return cache[0]
+
+    hooks = _RayHooks(
+        model,
+        optimizer,
+        tokenizer,
+        _head(params),
+        params,
+        validation if rank == 0 else None,  # rank 0 scores the whole validation set
+        state.step,
+        rank=rank,
+    )
+    train_loop(
+        model,
+        optimizer,
+        loss_fn,
+        tokenizer,
+        batches,
+        epochs=int(params["epochs"]),
+        max_length=int(params["max_length"]),
+        max_steps=params.get("max_steps"),
+        state=state,
+        hooks=hooks,
+        world_size=world,
+    )
+
+
+# The driver -------------------------------------------------------------------------------
+def _frames(
+    params: dict[str, Any], train_df: pd.DataFrame, val_df: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Only the text and label columns; the training split shuffled once (ETL may sort it)."""
+    cols = [params["text_input"], LABEL]
+    missing = [c for c in cols if c not in train_df.columns or c not in val_df.columns]
+    if missing:
+        raise ModelError(
+            f"The training splits lack column(s) {missing}.",
+            fix="re-run ETL; splits hold the card's inputs and an int64 `label`",
+        )
+    train = train_df[cols].sample(frac=1.0, random_state=int(params["seed"]))
+    train = train.reset_index(drop=True).astype({cols[0]: str, LABEL: "int64"})
+    val = val_df[cols].reset_index(drop=True).astype({cols[0]: str, LABEL: "int64"})
+    return train, val
+
+
+def _storage(storage_path: str) -> dict[str, Any]:
+    """RunConfig storage arguments; an S3-compatible endpoint needs an explicit filesystem."""
+    from mlsd_ray.storage import filesystem, is_remote
+
+    if is_remote(storage_path):
+        fs, path = filesystem(storage_path)
+        return {"storage_path": path, "storage_filesystem": fs}
+    return {"storage_path": storage_path}
+
+
+def _finished_result(name: str, storage_path: str, params: dict[str, Any]) -> Any | None:
+    """The Result of a run that already reached its end, read without starting workers.
+
+    Resuming a finished run through Ray Train would only cost its start-up (15-30 s here)."""
+    from ray.train import Result
+
+    where = _storage(storage_path)
+    try:
+        result = Result.from_path(
+            f"{where['storage_path'].rstrip('/')}/{name}", where.get("storage_filesystem")
+        )
+    except (RuntimeError, FileNotFoundError, OSError):
+        return None
+    metrics = result.metrics or {}
+    if result.checkpoint is None or "step" not in metrics:
+        return None
+    max_steps = params.get("max_steps")
+    done = int(metrics["epoch"]) >= int(params["epochs"]) or (
+        max_steps is not None and int(metrics["step"]) >= int(max_steps)
+    )
+    return result if done else None
+
+
+def _run_config(name: str, storage_path: str) -> Any:
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig
+
+    kwargs = _storage(storage_path)
+    return RunConfig(
+        name=name,
+        failure_config=FailureConfig(max_failures=2),
+        checkpoint_config=CheckpointConfig(num_to_keep=2),
+        **kwargs,
+    )
+
+
+def _train_with_ray(
+    params: dict[str, Any],
+    weights: list[float] | None,
+    train: pd.DataFrame,
+    val: pd.DataFrame,
+    name: str,
+    storage_path: str,
+) -> tuple[TextClassifierNet, Any, dict[str, Any]]:
+    import ray.data
+    from ray.train import DataConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    result = _finished_result(name, storage_path, params)
+    if result is not None:
+        log.info("run %s already finished at step %s; not retraining", name, result.metrics["step"])
+    else:
+        result = TorchTrainer(
+            train_worker,
+            train_loop_config={"params": params, "class_weights": weights},
+            scaling_config=ScalingConfig(
+                num_workers=int(params["num_workers"]),
+                use_gpu=bool(params.get("use_gpu", False)),
+                resources_per_worker={"CPU": int(params.get("cpus_per_worker", 1))},
+            ),
+            run_config=_run_config(name, storage_path),
+            datasets={
+                "train": ray.data.from_pandas(train),
+                "validation": ray.data.from_pandas(val),
+            },
+            dataset_config=DataConfig(datasets_to_split=["train"]),
+        ).fit()
+    if result.checkpoint is None:
+        raise ModelError(
+            f"Ray Train run {name!r} finished without a checkpoint.",
+            why="the training split produced no batches, or every report failed",
+            fix="check that the train split is not empty and see the worker logs above",
+        )
+    with result.checkpoint.as_directory() as folder:
+        net, tokenizer, _ = load_net(Path(folder))
+    return net, tokenizer, dict(result.metrics or {})
+
+
+def _train_in_driver(
+    params: dict[str, Any],
+    weights: list[float] | None,
+    train: pd.DataFrame,
+    val: pd.DataFrame,
+    folder: Path,
+) -> tuple[TextClassifierNet, Any, dict[str, Any]]:
+    """``num_workers=0``: the same loop and checkpoints, in this process (for debugging)."""
+    resume = folder if (folder / LOOP_STATE).is_file() else None
+    _, net, optimizer, tokenizer, state = _setup(params, resume, lambda m: m)
+    text = params["text_input"]
+    val_data = (val[text].tolist(), val[LABEL].to_numpy())
+    hooks = _LocalHooks(
+        net,
+        optimizer,
+        tokenizer,
+        _head(params),
+        params,
+        lambda: val_data,
+        state.step,
+        folder=folder,
+    )
+    train_loop(
+        net,
+        optimizer,
+        make_loss(weights),
+        tokenizer,
+        frame_batches(
+            train[text].tolist(),
+            train[LABEL].to_numpy(),
+            int(params["batch_size"]),
+            int(params["seed"]),
+        ),
+        epochs=int(params["epochs"]),
+        max_length=int(params["max_length"]),
+        max_steps=params.get("max_steps"),
+        state=state,
+        hooks=hooks,
+    )
+    if not (folder / LOOP_STATE).is_file():
+        raise ModelError("Training produced no checkpoint.", fix="check the train split")
+    if hooks.reports == 0:  # nothing left to do: the finished run's metrics
+        hooks.metrics = json.loads((folder / LOOP_STATE).read_text())["metrics"]
+    final, tokenizer, _ = load_net(folder)
+    return final, tokenizer, hooks.metrics
+
+
+def train_transformer(
+    spec: ModelSpec,
+    card: DesignCard,
+    train_df: pd.DataFrame,
+    val_df: pd.DataFrame,
+    out_dir: Path,
+    storage_path: str,
+    *,
+    run_name: str | None = None,
+) -> TransformerTextClassifier:
+    """Fine-tune ``spec`` on the splits; returns the fitted model read from the last checkpoint.
+
+    ``storage_path`` (local or ``s3://``) holds Ray Train's run folders; ``out_dir`` the driver's
+    checkpoint when ``num_workers == 0``. ``model.train_metrics_`` holds the last report
+    (step, epoch, train/val loss, val_roc_auc, samples_per_s, resumed_from_step).
+    """
+    params = transformer_params(spec, card)
+    train, val = _frames(params, train_df, val_df)
+    if len(train) == 0:
+        raise ModelError(f"models.{spec.name}: the training split is empty.")
+    name = run_name or f"{card.name}-{spec.name}-{run_fingerprint(params, train, val)}"
+    weights = class_weights(
+        train[LABEL].to_numpy(), int(params["n_classes"]), str(params["class_weight"])
+    )
+    workers = int(params["num_workers"])
+    log.info("training %s (%d rows, %d workers) as run %s", spec.name, len(train), workers, name)
+    started = time.perf_counter()
+    if workers == 0:
+        net, tokenizer, metrics = _train_in_driver(
+            params, weights, train, val, Path(out_dir) / "checkpoints" / name
+        )
+    else:
+        net, tokenizer, metrics = _train_with_ray(params, weights, train, val, name, storage_path)
+    model = TransformerTextClassifier(card.feature_names, **params).set_fitted(
+        net, tokenizer, int(params["n_classes"])
+    )
+    model.train_metrics_ = {**metrics, "run_name": name}
+    log.info(
+        "trained %s in %.1f s: %s", spec.name, time.perf_counter() - started, model.train_metrics_
+    )
+    return model
