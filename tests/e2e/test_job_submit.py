@@ -98,7 +98,12 @@ def test_pipeline_job_runs_on_a_submitted_cluster(ray_head, tmp_path: Path) -> N
     ]
     for o in fast_overrides():
         cmd += ["--set", o]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    for _ in range(12):
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        # The head answers before its job agent is up; Ray says to try again later.
+        if "No available agent" not in proc.stdout + proc.stderr:
+            break
+        time.sleep(5)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "succeeded" in proc.stdout
     summary = json.loads((workdir / "pipeline_summary.json").read_text())
