@@ -27,7 +27,10 @@ def ran(ray_cluster, tmp_path_factory):
     card = load_card(CARD, fast_overrides())
     workdir = Workdir.of(tmp_path_factory.mktemp("work"))
     result = pipeline.run_pipeline(card, workdir, serve_requests=2)
-    return card, workdir, result
+    yield card, workdir, result
+    from ray import serve
+
+    serve.shutdown()  # later tests start Serve on ports of their own
 
 
 def test_every_stage_wrote_its_summary(ran) -> None:
