@@ -34,7 +34,7 @@ from mlsd_ray.spec import DesignCard, Monitoring
 EPS = 1e-4
 MISSING, UNSEEN, OTHER = "__missing__", "__unseen__", "__other__"
 PROBABILITY = "probability"
-STATUS_ORDER = {"no_data": 0, "ok": 1, "warn": 2, "alert": 3}
+STATUS_ORDER = {"no_data": 0, "insufficient_data": 0, "ok": 1, "warn": 2, "alert": 3}
 URL_PATTERN = r"(?:https?://|www\.)\S+"
 MENTION_PATTERN = r"(?<!\w)@\w+"
 TEXT_FEATURES = ("char_length", "word_count", "url_share", "mention_share")
@@ -303,9 +303,16 @@ def drift_report(
         entry = numeric_drift(np.asarray(reference_scores), np.asarray(current_scores), m)
         entry["kind"] = "prediction"
         features[PROBABILITY] = entry
+    if len(current) < m.min_rows:
+        # Keep the numbers for a look, but no verdict on a handful of rows.
+        for f in features.values():
+            if f["status"] in ("ok", "warn", "alert"):
+                f["status_if_enough_data"], f["status"] = f["status"], "insufficient_data"
     worst = max(
         (f["status"] for f in features.values()), key=STATUS_ORDER.__getitem__, default="no_data"
     )
+    if worst == "no_data" and len(current) < m.min_rows and features:
+        worst = "insufficient_data"
     return {
         "card": card.name,
         "n_reference": len(reference),
@@ -316,6 +323,7 @@ def drift_report(
             "ks_pvalue_alert": m.ks_pvalue_alert,
             "bins": m.bins,
         },
+        "min_rows": m.min_rows,
         "status": worst,
         "drifting": [n for n, f in features.items() if f["status"] in ("warn", "alert")],
         "features": features,

@@ -122,3 +122,42 @@ def test_evaluate_champion_on_user_data(ran, tmp_path: Path) -> None:
     assert out["rows_in"] == len(frame) and out["rows_quarantined"] == 1
     assert out["metrics"]["n"] == len(test)
     assert out["metrics"]["roc_auc"] > 0.5
+
+
+def test_cli_registry_promote_rollback_and_evaluate(ran, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from mlsd_ray.cli import app
+
+    card, workdir, _ = ran
+    # One more version (the champion's package again), so there is something to promote.
+    _, champion_dir = registry.fetch_model(card, workdir, "champion")
+    registry.log_and_register(card, workdir, "copy", champion_dir, {}, {})
+    common = [str(CARD), "--workdir", str(workdir)]
+    for o in fast_overrides():
+        common += ["--set", o]
+    runner = CliRunner()
+    listed = runner.invoke(app, ["registry", *common])
+    assert listed.exit_code == 0, listed.output
+    versions = json.loads(listed.output[listed.output.index("[") :])
+    assert [v["version"] for v in versions] == [str(i + 1) for i in range(len(versions))]
+    champion = next(v for v in versions if "champion" in v["aliases"])
+    # Promote the newest version by hand, then roll back to the earlier champion.
+    newest = versions[-1]["version"]
+    assert runner.invoke(app, ["promote", *common, "--version", newest]).exit_code == 0
+    assert registry.get_alias(card, workdir, "champion").version == newest
+    back = runner.invoke(app, ["rollback", *common])
+    assert back.exit_code == 0, back.output
+    assert registry.get_alias(card, workdir, "champion").version == champion["version"]
+
+    test = read_split(card, workdir, "test")
+    data = tmp_path / "holdout.csv"
+    pd.DataFrame(
+        {"text": test["text"], "label": np.where(test["label"] == 1, "harmful", "ok")}
+    ).to_csv(data, index=False)
+    out = tmp_path / "metrics.json"
+    done = runner.invoke(app, ["evaluate", *common, "--data", str(data), "--out", str(out)])
+    assert done.exit_code == 0, done.output
+    metrics = json.loads(out.read_text())
+    assert metrics["model_version"] == champion["version"]
+    assert metrics["rows_ok"] == len(test)

@@ -195,3 +195,20 @@ def test_missing_column_is_no_data():
     report = drift_report(card, None, pd.DataFrame({"text": ["a"]}), pd.DataFrame({"x": [1]}))
     assert report["features"]["text"]["status"] == "no_data"
     assert "current" in report["features"]["text"]["why"]
+
+
+def test_too_few_rows_give_no_verdict() -> None:
+    from mlsd_ray.monitor.drift import drift_report
+
+    card = load_card(
+        REPO / "systems" / "harmful_content.yaml",
+        ["monitoring.min_rows=50"],
+    )
+    rng = np.random.default_rng(0)
+    reference = pd.DataFrame({"text": ["word " * int(n) for n in rng.integers(1, 20, 500)]})
+    shifted = pd.DataFrame({"text": ["word " * 200] * 10})
+    few = drift_report(card, None, reference, shifted)
+    assert few["status"] == "insufficient_data" and few["drifting"] == []
+    assert few["features"]["text.char_length"]["status_if_enough_data"] == "alert"
+    many = drift_report(card, None, reference, pd.concat([shifted] * 6))
+    assert many["status"] == "alert" and "text.char_length" in many["drifting"]
