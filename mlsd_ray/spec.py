@@ -248,6 +248,9 @@ class Monitoring(_Strict):
     psi_alert: float = Field(0.25, gt=0)
     ks_pvalue_alert: float = Field(0.01, gt=0, lt=1)
     bins: int = Field(10, ge=2, le=100)
+    #: Fewer logged predictions than this give "insufficient_data", not a drift verdict: PSI
+    #: and KS on a handful of rows are noise.
+    min_rows: int = Field(100, ge=1)
 
 
 # The card --------------------------------------------------------------------------------
