@@ -15,6 +15,7 @@ from typing import Any
 
 from mlsd_ray import storage
 from mlsd_ray.evaluate.report import write_markdown
+from mlsd_ray.models.package import read_manifest
 from mlsd_ray.settings import Workdir
 from mlsd_ray.spec import DesignCard
 
@@ -50,6 +51,7 @@ def register(
     if report is None:
         report = storage.read_json(str(workdir.summary_path("evaluate")))
     name = report["candidate"]
+    manifest = read_manifest(workdir.model_dir(name))
     metrics = {k: v for k, v in report["metrics"][name].items() if isinstance(v, (int, float))}
     out_dir = workdir.reports / "evaluation"
     info = registry.log_and_register(
@@ -60,7 +62,12 @@ def register(
         params={"card": card.model_dump(mode="json")["models"], "model": name},
         metrics={f"test_{k}": v for k, v in metrics.items()},
         artifacts=[out_dir],
-        tags={"mlsd.gate": "passed" if report["gate"]["passed"] else "failed"},
+        tags={
+            "mlsd.gate": "passed" if report["gate"]["passed"] else "failed",
+            # Lineage: registry version -> model package -> dataset manifest -> sources.
+            "mlsd.dataset_version": str(manifest.metadata.get("dataset_version")),
+            "mlsd.model_kind": manifest.kind,
+        },
     )
     registry.set_alias(card, workdir, registry.CHALLENGER, info.version)
     previous = report.get("champion")

@@ -37,6 +37,7 @@ class VersionInfo:
     model_name: str  # the card's model name (e.g. "minilm")
     aliases: list[str]
     metrics: dict[str, float]
+    tags: dict[str, str]
 
     def as_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -122,6 +123,7 @@ def _info(client: MlflowClient, name: str, version: str) -> VersionInfo:
         model_name=(mv.tags or {}).get("mlsd.model_name", ""),
         aliases=sorted(mv.aliases or []),
         metrics=dict(run.data.metrics),
+        tags={k: v for k, v in (mv.tags or {}).items() if k.startswith("mlsd.")},
     )
 
 

@@ -20,6 +20,7 @@ FORWARDED_ENV = (
     "MLFLOW_DISABLE_TELEMETRY",
     "MLFLOW_TRACKING_URI",
     "TOKENIZERS_PARALLELISM",
+    "PGPASSWORD",  # database sources; never logged
 )
 
 

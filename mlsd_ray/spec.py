@@ -84,13 +84,75 @@ class Framing(_Strict):
 
 # 3. Data ---------------------------------------------------------------------------------
 class Source(_Strict):
-    #: Local path, glob, ``s3://bucket/prefix``, or ``synthetic://NAME?rows=N&seed=S`` for a data
-    #: set the project generates itself (see mlsd_ray.data.synthetic). Relative paths resolve
-    #: against the card's folder.
+    #: Local path, glob, ``s3://bucket/prefix``, a database (``postgresql://user@host:5432/db``
+    #: with ``table`` or ``query``), or ``synthetic://NAME?rows=N&seed=S`` for a data set the
+    #: project generates itself (see mlsd_ray.data.synthetic). Relative paths resolve against
+    #: the card's folder. A folder is read recursively; ``key=value`` folder names (Hive
+    #: partitioning, e.g. ``events/day=2024-01-02/part-0.parquet``) become columns.
     uri: str
     format: SourceFormat | None = None  # inferred from the extension when absent
     #: Source column -> card column, applied before verification.
     rename: dict[str, str] = Field(default_factory=dict)
+    #: Database sources: the table to read (``schema.table`` allowed), e.g. ``table: clicks``.
+    table: str | None = None
+    #: Database sources: a SQL query whose rows are the data, e.g.
+    #: ``query: "SELECT text, label FROM posts WHERE lang = 'en' ORDER BY id"``.
+    query: str | None = None
+    #: Database sources with ``table``: ORDER BY these columns, so that row numbers (lineage and
+    #: the split hash) do not depend on the database's scan order, e.g. ``order_by: [id]``.
+    order_by: list[str] = Field(default_factory=list)
+    #: Text files (CSV, TSV, JSON lines): their character encoding, e.g. ``latin-1``.
+    encoding: str = "utf-8"
+
+    class Events(_Strict):
+        """Application logs (one event per row) -> labelled rows ("natural labels").
+
+        Each impression becomes one row; it is a positive (label ``1``) when a click with the
+        same ``key`` follows it within ``window_s`` seconds, else a negative (``0``). A click is
+        credited to the latest impression of its key at or before it (last touch). Clicks are
+        consumed by the join; events of other types, or without key or time, are quarantined.
+        """
+
+        #: Column holding the event type.
+        type_column: str = "event"
+        #: Event type values of impressions and clicks.
+        impression: str = "impression"
+        click: str = "click"
+        #: Event time: ISO 8601 (``2019-11-24 00:00:17+00:00``) or seconds since the epoch.
+        time_column: str = "timestamp"
+        #: Columns that tie a click to its impression, e.g. ``[impression_id]`` or
+        #: ``[user_id, item_id]``.
+        key: list[str] = Field(min_length=1)
+        #: A click later than this after the impression does not count.
+        window_s: float = Field(gt=0)
+
+    #: Application logs of impression and click events, joined into labelled rows; e.g.
+    #: ``events: {key: [user_id, item_id], window_s: 600}``. The label column of the card
+    #: receives ``"1"``/``"0"``, so ``framing.label.mapping`` should map those (or be empty).
+    events: Events | None = None
+
+    @property
+    def is_database(self) -> bool:
+        return self.uri.startswith(("postgresql://", "postgres://"))
+
+    @model_validator(mode="after")
+    def _database_fields(self) -> Source:
+        if self.is_database:
+            if (self.table is None) == (self.query is None):
+                raise ValueError(
+                    "a database source needs exactly one of `table` or `query`; "
+                    f"got table={self.table!r}, query={self.query!r}"
+                )
+            if self.query is not None and self.order_by:
+                raise ValueError("order_by applies to `table`; put ORDER BY in the query")
+            if self.format is not None:
+                raise ValueError("a database source has no `format`; remove it")
+        elif self.table is not None or self.query is not None or self.order_by:
+            raise ValueError(
+                f"table/query/order_by apply to database sources (postgresql://...); "
+                f"the uri is {self.uri!r}"
+            )
+        return self
 
     @property
     def resolved_format(self) -> SourceFormat:
@@ -98,6 +160,11 @@ class Source(_Strict):
             return self.format
         if self.uri.startswith("synthetic://"):
             return "csv"
+        if self.is_database:
+            raise CardError(
+                f"data.sources: {self.uri!r} is a database; it has no file format.",
+                fix="read it with mlsd_ray.data.sources.read_source",
+            )
         suffix = self.uri.rstrip("/").rsplit(".", 1)[-1].lower()
         known: dict[str, SourceFormat] = {
             "csv": "csv",
@@ -120,22 +187,93 @@ class Split(_Strict):
     train: float = Field(0.8, gt=0, lt=1)
     validation: float = Field(0.1, ge=0, lt=1)
     test: float = Field(0.1, gt=0, lt=1)
+    #: For ``strategy: random``: keep the class proportions in every split.
     stratify: bool = True
     seed: int = 0
+    #: ``random``: a seeded hash of each row's lineage (stratified when ``stratify``);
+    #: ``time``: sorted by ``time_column``, the oldest rows train and the newest test (train on
+    #: the past, test on the future); ``group``: every row of one ``group_column`` value (a
+    #: user, say) lands in the same split, so no group is in two splits.
+    strategy: Literal["random", "time", "group"] = "random"
+    #: For ``strategy: time``: ISO 8601 times or seconds since the epoch, e.g. ``timestamp``.
+    time_column: str | None = None
+    #: For ``strategy: group``: e.g. ``user_id``.
+    group_column: str | None = None
+    #: The same text (or, without a text input, the same inputs) in two splits: ``warn`` in the
+    #: summary and report, ``fail`` the ETL, or ``off``.
+    leakage: Literal["warn", "fail", "off"] = "warn"
 
     @model_validator(mode="after")
     def _sums_to_one(self) -> Split:
         total = self.train + self.validation + self.test
         if abs(total - 1.0) > 1e-6:
             raise ValueError(f"train + validation + test must be 1.0; got {total:.4f}")
+        if self.strategy == "time" and not self.time_column:
+            raise ValueError("strategy `time` needs `time_column`, e.g. time_column: timestamp")
+        if self.strategy == "group" and not self.group_column:
+            raise ValueError("strategy `group` needs `group_column`, e.g. group_column: user_id")
         return self
 
 
 class Data(_Strict):
     sources: list[Source] = Field(min_length=1)
-    #: Where ETL writes splits and quarantine; relative paths resolve against the workdir.
+    #: Where ETL writes splits, quarantine, ``manifest.json`` and ``profile.json``; relative
+    #: paths resolve against the workdir.
     output_uri: str = "data"
     split: Split = Field(default_factory=Split)
+
+    class Rule(_Strict):
+        """Extra checks for one input column; failing rows are quarantined with the reason."""
+
+        #: Numeric inputs (int, float): inclusive bounds.
+        min: float | None = None
+        max: float | None = None
+        #: category / string inputs: the values allowed (compared as written, stripped).
+        allowed: list[str] | None = None
+        #: text / string inputs: the most characters allowed (after stripping).
+        max_length: int | None = Field(None, ge=1)
+
+        @model_validator(mode="after")
+        def _order(self) -> Data.Rule:
+            if self.min is not None and self.max is not None and self.min > self.max:
+                raise ValueError(f"min ({self.min}) exceeds max ({self.max})")
+            return self
+
+    #: Input name -> rule, e.g. ``rules: {Age: {min: 0, max: 120}, Month: {allowed: [Jan, Feb]}}``.
+    rules: dict[str, Rule] = Field(default_factory=dict)
+    #: Inputs whose values together identify a row, e.g. ``unique_key: [text]``; a row that
+    #: repeats a key seen earlier (in source and row order) is quarantined as a duplicate.
+    unique_key: list[str] = Field(default_factory=list)
+
+    class Checks(_Strict):
+        """Anomaly checks of this run's verified rows against a reference profile."""
+
+        #: ``previous``: the profile the previous ETL run wrote to ``<output_uri>/profile.json``;
+        #: ``none``: no checks; or the URI of a ``profile.json`` to compare with.
+        reference: str = "previous"
+        #: Category values the reference never saw.
+        new_category: Literal["fail", "warn", "off"] = "warn"
+        #: Numeric values outside the reference's [min, max], on more than
+        #: ``max_out_of_range_share`` of the rows.
+        out_of_range: Literal["fail", "warn", "off"] = "warn"
+        max_out_of_range_share: float = Field(0.01, ge=0, le=1)
+        #: The share of nulls grew by more than ``max_null_rate_increase``.
+        null_rate: Literal["fail", "warn", "off"] = "warn"
+        max_null_rate_increase: float = Field(0.05, ge=0, le=1)
+        #: Distribution shift: PSI (over the reference's deciles or categories) above
+        #: ``psi_threshold``.
+        psi: Literal["fail", "warn", "off"] = "warn"
+        psi_threshold: float = Field(0.25, gt=0)
+
+    #: e.g. ``checks: {reference: previous, psi: fail, psi_threshold: 0.2}``.
+    checks: Checks = Field(default_factory=Checks)
+    #: Write the data report (Markdown with histograms) to ``<workdir>/reports/data``.
+    report: bool = True
+    #: Class imbalance, applied to the train split only: ``down`` samples every class down to
+    #: the smallest, ``up`` repeats rows of every class up to the largest (seeded), ``none``
+    #: keeps it. Class weights (n / (k * n_class), from the train split) are always in the
+    #: summary and manifest.
+    balance: Literal["none", "down", "up"] = "none"
 
 
 # 4. Models -------------------------------------------------------------------------------

@@ -2,25 +2,30 @@
 
 Steps (each timed in the summary):
 
-1. read: every source becomes a Ray Dataset of string columns (``sources.read_source``);
-2. verify: ``map_batches`` keeps rows that pass the card's checks, typed, and sets the others
-   aside with a reason (``verify``); ``rows_in == rows_ok + rows_quarantined`` always;
-3. split: each row gets a seeded hash of its lineage (file URI and row number); within each
-   class the rows are ranked by that hash and cut at exact counts, so proportions hold per class
-   as far as integers allow and the result does not depend on block order or parallelism;
-4. write: Parquet per split (local or ``s3://``), replacing the previous run's output, and
-   ``etl_summary.json`` in the workdir.
+1. read: every source becomes a Ray Dataset of string columns (``sources.read_source``): files
+   (CSV, TSV, Parquet, JSON lines; local or ``s3://``; globs and partitioned folders), PostgreSQL
+   tables or queries (``ray.data.read_sql``), event logs joined into labelled impressions;
+2. verify: one ``map_batches`` pass keeps rows that pass the card's checks (types, nullability,
+   text length, ``data.rules``), typed, and sets the others aside with a reason (``verify``); rows
+   repeating a ``data.unique_key`` are quarantined too; ``rows_in == rows_ok +
+   rows_quarantined`` always;
+3. split: each row gets a sort key (``split``: lineage hash, time, or group hash); the driver
+   computes cuts at exact counts (per class when stratified), so the result does not depend on
+   block order or parallelism; then the leakage check (same text in two splits) and the class
+   weights / re-sampling plan of the train split;
+4. profile: column statistics of the verified rows on Ray Data (``profile``), checked against a
+   reference profile (the previous run's by default): findings warn or fail per the card;
+5. write: Parquet per split (local or ``s3://``), replacing the previous run's output, then
+   ``profile.json`` and ``manifest.json`` (content hash = dataset version) next to the splits,
+   ``etl_summary.json`` in the workdir and the data report under ``<workdir>/reports/data``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -30,33 +35,64 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from mlsd_ray import storage
-from mlsd_ray.data.sources import read_source
+from mlsd_ray.data import manifest as mf
+from mlsd_ray.data import profile as prof
+from mlsd_ray.data.sources import describe, read_source_stats
+from mlsd_ray.data.split import (
+    SPLITS,
+    BalancePlan,
+    SplitPlan,
+    class_weights,
+    leakage,
+    normalise_text,
+    plan_balance,
+    plan_split,
+    row_hash,
+    split_counts,
+    take_split,
+)
 from mlsd_ray.data.verify import (
     LABEL,
     META,
+    RAW,
     REASON,
     ROW,
     SOURCE,
-    good_rows,
+    check_rules,
     good_schema,
     quarantine_schema,
-    quarantined_rows,
     reason_category,
+    split_part,
+    verify_rows,
 )
 from mlsd_ray.errors import DataError, SourceError
 from mlsd_ray.settings import Workdir
-from mlsd_ray.spec import DesignCard, Split
+from mlsd_ray.spec import DesignCard
 
 if TYPE_CHECKING:
     import ray.data
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "validation", "test")
+__all__ = [
+    "QUARANTINE",
+    "SPLITS",
+    "EtlSummary",
+    "SplitPlan",
+    "dataset_version",
+    "plan_split",
+    "read_split",
+    "row_hash",
+    "run_etl",
+    "split_counts",
+    "take_split",
+]
+
 QUARANTINE = "quarantine"
+PROFILE = "profile.json"
 
 
 class EtlSummary(BaseModel):
@@ -71,77 +107,42 @@ class EtlSummary(BaseModel):
     quarantine_by_reason: dict[str, int]
     #: reason category -> one full message, to show what went wrong
     quarantine_examples: dict[str, str]
+    #: split -> rows assigned (sums to rows_ok; see rows_written after re-sampling)
     rows_per_split: dict[str, int]
-    #: split -> class name -> rows (empty for regression)
+    #: split -> class name -> rows written (empty for regression)
     label_counts: dict[str, dict[str, int]]
     stratified: bool
     seed: int
     #: train/validation/test/quarantine -> URI
     outputs: dict[str, str]
-    #: step -> seconds (read, verify, split, write, total)
+    #: step -> seconds (read, verify, split, profile, write, total)
     seconds: dict[str, float]
-
-
-# Splitting -------------------------------------------------------------------------------
-def split_counts(n: int, split: Split) -> tuple[int, int, int]:
-    """Largest-remainder rounding of n * (train, validation, test): sums to n exactly."""
-    shares = [n * split.train, n * split.validation, n * split.test]
-    counts = [math.floor(s + 1e-9) for s in shares]
-    by_remainder = sorted(range(3), key=lambda i: (-(shares[i] - counts[i]), i))
-    for i in by_remainder[: n - sum(counts)]:
-        counts[i] += 1
-    return counts[0], counts[1], counts[2]
-
-
-def row_hash(sources: list[str], rows: list[int], seed: int) -> np.ndarray:
-    """Seeded 64-bit hash per row of (file URI, row number): stable across processes."""
-    key = hashlib.blake2b(str(seed).encode(), digest_size=8).hexdigest()  # 16 chars
-    ids = np.array([f"{s}\x1f{r}" for s, r in zip(sources, rows, strict=True)], dtype=object)
-    return pd.util.hash_array(ids, hash_key=key, categorize=False)
-
-
-@dataclass(frozen=True)
-class SplitPlan:
-    """Per group (class, or one group when not stratified): the last hash in train and in
-    validation. A row goes to the first split whose cut its hash does not exceed."""
-
-    seed: int
-    stratified: bool
-    cuts: dict[int, tuple[int | None, int | None]]
-
-    def group(self, labels: np.ndarray) -> np.ndarray:
-        return labels.astype(np.int64) if self.stratified else np.zeros(len(labels), np.int64)
-
-    def assign(self, labels: np.ndarray, hashes: np.ndarray) -> np.ndarray:
-        """Split name per row."""
-        out = np.full(len(labels), "test", dtype=object)
-        groups = self.group(labels)
-        for group, (train_cut, val_cut) in self.cuts.items():
-            mine = groups == group
-            if val_cut is not None:
-                out[mine & (hashes <= np.uint64(val_cut))] = "validation"
-            if train_cut is not None:
-                out[mine & (hashes <= np.uint64(train_cut))] = "train"
-        return out
-
-
-def plan_split(labels: np.ndarray, hashes: np.ndarray, split: Split, stratified: bool) -> SplitPlan:
-    plan = SplitPlan(split.seed, stratified, {})
-    groups = plan.group(labels)
-    for group in np.unique(groups):
-        ranked = np.sort(hashes[groups == group])
-        n_train, n_val, _ = split_counts(len(ranked), split)
-        train_cut = int(ranked[n_train - 1]) if n_train else None
-        val_cut = int(ranked[n_train + n_val - 1]) if n_val else None
-        plan.cuts[int(group)] = (train_cut, val_cut)
-    return plan
-
-
-def take_split(batch: pa.Table, plan: SplitPlan, split: str) -> pa.Table:
-    """``map_batches`` step: the rows of ``batch`` that belong to ``split``."""
-    hashes = row_hash(batch[SOURCE].to_pylist(), batch[ROW].to_pylist(), plan.seed)
-    labels = batch[LABEL].to_numpy()
-    return batch.filter(pa.array(plan.assign(labels, hashes) == split))
+    #: first 12 hex digits of the content hash; models record it as the data they saw
+    dataset_version: str = ""
+    #: SHA-256 over the schema and every split's rows (see mlsd_ray.data.manifest)
+    content_hash: str = ""
+    #: URI of manifest.json (next to the splits)
+    manifest: str = ""
+    #: URI of profile.json (column statistics of the verified rows)
+    profile: str = ""
+    #: random / time / group
+    split_strategy: str = "random"
+    #: split -> rows written (train differs from rows_per_split when data.balance re-samples)
+    rows_written: dict[str, int] = Field(default_factory=dict)
+    #: data.balance as applied to the train split
+    balance: str = "none"
+    #: class name -> weight n / (k * n_class) on the written train split
+    class_weights: dict[str, float] = Field(default_factory=dict)
+    #: the same text (or inputs) in several splits; see split.leakage
+    leakage: dict[str, Any] = Field(default_factory=dict)
+    #: findings against the reference profile: {rule, column, action, message, value, ...}
+    anomalies: list[dict[str, Any]] = Field(default_factory=list)
+    #: what the anomaly checks compared with (a URI, or why nothing)
+    reference_profile: str = ""
+    #: event-log sources: source -> counts of the impression/click join
+    events: dict[str, dict[str, int]] = Field(default_factory=dict)
+    #: path of the Markdown data report (None when data.report is off)
+    report: str | None = None
 
 
 # Running ---------------------------------------------------------------------------------
@@ -198,11 +199,19 @@ def _class_name(card: DesignCard, index: int) -> str:
     return classes[index] if 0 <= index < len(classes) else str(index)
 
 
-def _read(card: DesignCard, workdir: Workdir) -> tuple[ray.data.Dataset, list[str]]:
-    """All sources as one dataset, and the union of their columns (for the quarantine)."""
-    parts = [read_source(s, card, workdir.root / "staging") for s in card.data.sources]
+def _read(
+    card: DesignCard, workdir: Workdir
+) -> tuple[ray.data.Dataset, list[str], list[dict[str, Any]]]:
+    """All sources as one dataset, the union of their columns (for the quarantine), and what
+    the manifest records about each source."""
+    parts, infos = [], []
+    for source in card.data.sources:
+        ds, info = read_source_stats(source, card, workdir.root / "staging")
+        parts.append(ds)
+        infos.append(info)
     columns = [c for p in parts for c in p.schema().names if c not in META]
-    return parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0], list(dict.fromkeys(columns))
+    raw = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
+    return raw, list(dict.fromkeys(columns)), infos
 
 
 def _count_reasons(bad: ray.data.Dataset) -> tuple[dict[str, int], dict[str, str]]:
@@ -235,34 +244,206 @@ def _check_usable(
         )
 
 
-def _label_counts(card: DesignCard, labels: np.ndarray, assigned: np.ndarray) -> dict[str, Any]:
+def _label_counts(
+    card: DesignCard, labels: np.ndarray, assigned: np.ndarray, copies: np.ndarray
+) -> dict[str, Any]:
     if card.framing.category == "regression":
         return {s: {} for s in SPLITS}
     out: dict[str, Any] = {}
     for s in SPLITS:
-        counts = pd.Series(labels[assigned == s]).value_counts().sort_index()
-        out[s] = {_class_name(card, int(k)): int(v) for k, v in counts.items()}
+        mine = assigned == s
+        counts = pd.Series(copies[mine]).groupby(labels[mine]).sum().sort_index()
+        out[s] = {_class_name(card, int(k)): int(v) for k, v in counts.items() if v}
     return out
 
 
+# The key pass: one small row per verified row, for the driver's decisions -----------------
+LEAK, DUP, H1, H2, PRIMARY, SECONDARY = "_leak", "_dup", "_h1", "_h2", "_p", "_s"
+
+
+def row_keys(batch: pa.Table, card: DesignCard, proto: SplitPlan) -> pa.Table:
+    """``map_batches`` step: label, lineage, split keys, leakage / duplicate / content hashes."""
+    schema = good_schema(card)
+    columns = mf.data_columns(schema)
+    hashes = mf.column_hashes(batch, columns)
+    n = batch.num_rows
+    primary, secondary = proto.keys(batch)
+    text = card.framing.text_input
+    if text is not None:
+        leak = pd.util.hash_array(
+            np.array(normalise_text(batch[text].to_pylist()), dtype=object),
+            hash_key="mlsd-leakage-001",
+            categorize=False,
+        )
+    else:
+        leak = mf.combine([hashes[f] for f in card.feature_names], 0, n)
+    out: dict[str, Any] = {
+        LABEL: batch[LABEL],
+        SOURCE: batch[SOURCE],
+        ROW: batch[ROW],
+        PRIMARY: primary,
+        SECONDARY: secondary,
+        LEAK: leak,
+        H1: mf.combine([hashes[c] for c in columns], 0, n),
+        H2: mf.combine([hashes[c] for c in columns], 1, n),
+    }
+    if card.data.unique_key:
+        out[DUP] = mf.combine([hashes[c] for c in card.data.unique_key], 0, n)
+    return pa.table(out)
+
+
+def _lineage_ids(batch: pa.Table) -> list[tuple[str, int]]:
+    return list(zip(batch[SOURCE].to_pylist(), batch[ROW].to_pylist(), strict=True))
+
+
+def drop_rows(batch: pa.Table, ids: frozenset[tuple[str, int]]) -> pa.Table:
+    keep = [i not in ids for i in _lineage_ids(batch)]
+    return batch.filter(pa.array(keep, pa.bool_()))
+
+
+def duplicate_rows(
+    batch: pa.Table, reasons: dict[tuple[str, int], str], schema: pa.Schema
+) -> pa.Table:
+    """Verified rows that repeat a unique key, in the quarantine schema (values as text)."""
+    ids = _lineage_ids(batch)
+    part = batch.filter(pa.array([i in reasons for i in ids], pa.bool_()))
+    n = part.num_rows
+    data: dict[str, Any] = {}
+    for f in schema:
+        if f.name == REASON:
+            data[f.name] = pa.array([reasons[i] for i in _lineage_ids(part)], pa.string())
+        elif f.name == RAW:
+            data[f.name] = pa.nulls(n, pa.string())
+        elif f.name in part.column_names:
+            data[f.name] = part[f.name].cast(f.type)
+        else:
+            data[f.name] = pa.nulls(n, f.type)
+    return pa.table(data, schema=schema)
+
+
+def _duplicates(keys: pd.DataFrame, card: DesignCard) -> dict[tuple[str, int], str]:
+    """(source, row) -> reason, for rows whose unique key appeared earlier in lineage order."""
+    if not card.data.unique_key or keys.empty:
+        return {}
+    ordered = keys.sort_values([SOURCE, ROW], kind="stable")
+    repeated = ordered.duplicated(DUP, keep="first")
+    if not repeated.any():
+        return {}
+    first = ordered[~repeated].set_index(DUP)
+    out = {}
+    for dup, src, row in zip(
+        ordered.loc[repeated, DUP],
+        ordered.loc[repeated, SOURCE],
+        ordered.loc[repeated, ROW],
+        strict=True,
+    ):
+        orig = first.loc[dup]
+        out[(str(src), int(row))] = (
+            f"duplicate key {card.data.unique_key}: same as {orig[SOURCE]} row {int(orig[ROW])}"
+        )
+    return out
+
+
+def _split_sums(
+    keys: pd.DataFrame, assigned: np.ndarray, copies: np.ndarray
+) -> tuple[dict[str, int], dict[str, tuple[int, int]]]:
+    counts, sums = {}, {}
+    h1, h2 = keys[H1].to_numpy(np.uint64), keys[H2].to_numpy(np.uint64)
+    weights = copies.astype(np.uint64)
+    with np.errstate(over="ignore"):
+        for s in SPLITS:
+            mine = assigned == s
+            counts[s] = int(copies[mine].sum())
+            sums[s] = (
+                int(np.sum(h1[mine] * weights[mine], dtype=np.uint64)),
+                int(np.sum(h2[mine] * weights[mine], dtype=np.uint64)),
+            )
+    return counts, sums
+
+
+def _reference(card: DesignCard, output: str) -> tuple[dict[str, Any] | None, str]:
+    """(reference profile or None, what it is)."""
+    where = card.data.checks.reference
+    if where == "none":
+        return None, "none (data.checks.reference: none)"
+    uri = storage.join(output, PROFILE) if where == "previous" else where
+    if not storage.exists(uri):
+        if where == "previous":
+            return None, f"none yet (no previous profile at {uri})"
+        raise DataError(
+            f"Reference profile {uri!r} does not exist.",
+            fix="point data.checks.reference at a profile.json an ETL run wrote, or use "
+            "`previous` / `none`",
+        )
+    return dict(storage.read_json(uri)), uri
+
+
+def _check_split_card(card: DesignCard) -> None:
+    split = card.data.split
+    fields = {f.name: f for f in card.framing.inputs}
+    if split.strategy == "time" and split.time_column in fields:
+        kind = fields[split.time_column].type
+        if kind not in ("int", "float"):
+            from mlsd_ray.errors import CardError
+
+            raise CardError(
+                f"data.split.time_column: {split.time_column!r} is an input of type {kind}; a "
+                "time input must be int or float (seconds), or not an input at all.",
+                fix="drop it from framing.inputs (it is then parsed as a time) or change its type",
+            )
+
+
+def _fail_on(findings: list[dict[str, Any]], what: str, fix: str) -> None:
+    failing = [f["message"] for f in findings if f.get("action") == "fail"]
+    if failing:
+        raise DataError(f"{what}: " + "; ".join(failing), fix=fix)
+
+
 def run_etl(card: DesignCard, workdir: Workdir) -> EtlSummary:
-    """Read, verify, split and write the card's data; see the module docstring."""
+    """Read, verify, split, profile and write the card's data; see the module docstring."""
     from mlsd_ray.runtime import ensure_ray
 
+    check_rules(card)
+    _check_split_card(card)
     ensure_ray()
     seconds: dict[str, float] = {}
     start = time.perf_counter()
+    output = workdir.data_uri(card)
     outputs = {s: workdir.split_uri(card, s) for s in (*SPLITS, QUARANTINE)}
-    _check_output(workdir.data_uri(card))
+    _check_output(output)
+    split = card.data.split
+    schema = good_schema(card)
 
     with _step("read", seconds):
-        raw, columns = _read(card, workdir)
+        raw, columns, infos = _read(card, workdir)
         rows_in = raw.count()
 
     with _step("verify", seconds):
-        good = raw.map_batches(partial(good_rows, card=card), batch_format="pandas").materialize()
-        check_bad = partial(quarantined_rows, card=card, columns=columns)
-        bad = raw.map_batches(check_bad, batch_format="pandas").materialize()
+        check = partial(verify_rows, card=card, columns=columns)
+        verified = raw.map_batches(check, batch_format="pandas").materialize()
+        take_good, take_bad = partial(split_part, part="good"), partial(split_part, part="bad")
+        good = verified.map_batches(take_good, batch_format="pyarrow").materialize()
+        bad = verified.map_batches(take_bad, batch_format="pyarrow").materialize()
+        del verified
+
+    with _step("keys", seconds):
+        stratified = split.stratify and split.strategy == "random"
+        stratified = stratified and card.framing.category != "regression"
+        column = split.time_column if split.strategy == "time" else split.group_column
+        proto = SplitPlan(split.seed, stratified, {}, split.strategy, column)
+        keys = good.map_batches(partial(row_keys, card=card, proto=proto), batch_format="pyarrow")
+        keys_frame = keys.to_pandas() if good.count() else pd.DataFrame()
+        dups = _duplicates(keys_frame, card)
+        if dups:
+            ids = frozenset(dups)
+            qschema = quarantine_schema(columns)
+            extra = good.map_batches(
+                partial(duplicate_rows, reasons=dups, schema=qschema), batch_format="pyarrow"
+            )
+            good = good.map_batches(partial(drop_rows, ids=ids), batch_format="pyarrow")
+            good, bad = good.materialize(), bad.union(extra).materialize()
+            lineage = list(zip(keys_frame[SOURCE], keys_frame[ROW], strict=True))
+            keys_frame = keys_frame[[i not in ids for i in lineage]].reset_index(drop=True)
         rows_ok, rows_quarantined = good.count(), bad.count()
         if rows_in != rows_ok + rows_quarantined:
             raise AssertionError(f"rows_in {rows_in} != {rows_ok} ok + {rows_quarantined} bad")
@@ -270,41 +451,182 @@ def run_etl(card: DesignCard, workdir: Workdir) -> EtlSummary:
         log.info("etl: %d rows in, %d ok, quarantined %s", rows_in, rows_ok, by_reason)
 
     with _step("split", seconds):
-        keys = good.select_columns([LABEL, SOURCE, ROW]).to_pandas() if rows_ok else None
-        labels = keys[LABEL].to_numpy() if keys is not None else np.array([])
+        labels = keys_frame[LABEL].to_numpy() if rows_ok else np.array([])
         _check_usable(card, labels, rows_in, examples)
-        assert keys is not None
-        hashes = row_hash(keys[SOURCE].tolist(), keys[ROW].tolist(), card.data.split.seed)
-        stratified = card.data.split.stratify and card.framing.category != "regression"
-        plan = plan_split(labels, hashes, card.data.split, stratified)
-        assigned = plan.assign(labels, hashes)
+        primary, secondary = keys_frame[PRIMARY].to_numpy(), keys_frame[SECONDARY].to_numpy()
+        plan = plan_split(labels, primary, split, stratified, secondary, split.strategy, column)
+        assigned = plan.assign(labels, primary, secondary)
         rows_per_split = {s: int((assigned == s).sum()) for s in SPLITS}
+        leaks: dict[str, Any] = {}
+        if split.leakage != "off":
+            what = card.framing.text_input or "inputs"
+            leaks = leakage(keys_frame, assigned, what)
+            leaks["action"] = split.leakage
+            if leaks["rows"]:
+                log.warning("etl: leakage: %s", leaks)
+        balance = BalancePlan(split.seed)
+        train = assigned == "train"
+        copies = np.ones(len(labels), dtype=np.int64)
+        if card.data.balance != "none" and card.framing.category != "regression":
+            sources = keys_frame[SOURCE].tolist()
+            rows = keys_frame[ROW].tolist()
+            balance = plan_balance(
+                card.data.balance,
+                labels[train],
+                [s for s, t in zip(sources, train, strict=True) if t],
+                [r for r, t in zip(rows, train, strict=True) if t],
+                split.seed,
+            )
+            copies[train] = balance.copies(
+                labels[train],
+                [s for s, t in zip(sources, train, strict=True) if t],
+                [r for r, t in zip(rows, train, strict=True) if t],
+            )
+        counts, sums = _split_sums(keys_frame, assigned, copies)
+        digest = mf.content_hash(schema, counts, sums)
+        weights: dict[str, float] = {}
+        if card.framing.category != "regression":
+            written_train = np.repeat(labels[train], copies[train])
+            weights = {_class_name(card, k): w for k, w in class_weights(written_train).items()}
 
-    with _step("write", seconds):
-        for s in SPLITS:
-            part = good.map_batches(partial(take_split, plan=plan, split=s), batch_format="pyarrow")
-            _write(part, outputs[s], good_schema(card), rows_per_split[s])
-        _write(bad, outputs[QUARANTINE], quarantine_schema(columns), rows_quarantined)
-    seconds["total"] = round(time.perf_counter() - start, 3)
+    with _step("profile", seconds):
+        states = prof.dataset_states(good, prof.column_kinds(card))
+        profile = prof.finalize(states, rows_ok)
+        reference, reference_what = _reference(card, output)
+        findings = prof.anomalies(states, reference, card.data.checks) if reference else []
+        for f in findings:
+            log.warning("etl: anomaly (%s): %s", f["action"], f["message"])
 
     summary = EtlSummary(
         card=card.name,
-        sources=[s.uri for s in card.data.sources],
+        sources=[describe(s) for s in card.data.sources],
         rows_in=rows_in,
         rows_ok=rows_ok,
         rows_quarantined=rows_quarantined,
         quarantine_by_reason=by_reason,
         quarantine_examples=examples,
         rows_per_split=rows_per_split,
-        label_counts=_label_counts(card, labels, assigned),
+        label_counts=_label_counts(card, labels, assigned, copies),
         stratified=stratified,
-        seed=card.data.split.seed,
+        seed=split.seed,
         outputs=outputs,
         seconds=seconds,
+        dataset_version=mf.version_of(digest),
+        content_hash=digest,
+        manifest=storage.join(output, mf.MANIFEST),
+        profile=storage.join(output, PROFILE),
+        split_strategy=split.strategy,
+        rows_written=counts,
+        balance=card.data.balance if balance.per_class else "none",
+        class_weights=weights,
+        leakage=leaks,
+        anomalies=findings,
+        reference_profile=reference_what,
+        events={i["uri"]: i["events"] for i in infos if "events" in i},
     )
+    try:
+        _fail_on(
+            findings,
+            "Data anomalies against the reference profile",
+            "inspect the data report; if the change is expected, set data.checks.reference: "
+            "none for one run (or relax the rule in data.checks)",
+        )
+        if split.leakage == "fail" and leaks.get("rows"):
+            raise DataError(
+                f"Leakage: {leaks['values_in_several_splits']} {leaks['compared']} values are "
+                f"in more than one split ({leaks['rows']} rows; {leaks['pairs']}).",
+                f"examples: {leaks['examples']}",
+                "deduplicate the sources (data.unique_key), split by group (data.split.strategy:"
+                " group), or set data.split.leakage: warn",
+            )
+    except DataError:
+        if card.data.report:
+            summary.report = str(_report(card, workdir, summary, profile))
+        raise
+
+    with _step("write", seconds):
+        for s in SPLITS:
+            take = partial(
+                take_split, plan=plan, split=s, balance=balance if s == "train" else None
+            )
+            part = good.map_batches(take, batch_format="pyarrow")
+            _write(part, outputs[s], schema, counts[s])
+        _write(bad, outputs[QUARANTINE], quarantine_schema(columns), rows_quarantined)
+        storage.write_text(summary.profile, prof.dumps(profile))
+        manifest = {
+            "dataset_version": summary.dataset_version,
+            "content_hash": digest,
+            "created_at": mf.now(),
+            "code_version": mf.code_version(),
+            "card": card.name,
+            "data_card": _data_card(card),
+            "sources": infos,
+            "rows": {
+                "in": rows_in,
+                "ok": rows_ok,
+                "quarantined": rows_quarantined,
+                "per_split": rows_per_split,
+                "written": counts,
+            },
+            "quarantine_by_reason": by_reason,
+            "splits": {
+                s: {"uri": outputs[s], "rows": counts[s], "hash": h}
+                for s, h in mf.split_digest(counts, sums).items()
+            },
+            "quarantine": outputs[QUARANTINE],
+            "schema": {
+                "splits": mf.schema_json(schema),
+                "quarantine": mf.schema_json(quarantine_schema(columns)),
+            },
+            "split": {"strategy": split.strategy, "stratified": stratified, "seed": split.seed},
+            "label_counts": summary.label_counts,
+            "class_weights": weights,
+            "balance": summary.balance,
+            "leakage": leaks,
+            "anomalies": findings,
+            "reference_profile": reference_what,
+            "profile": summary.profile,
+        }
+        mf.write_manifest(output, manifest)
+    seconds["total"] = round(time.perf_counter() - start, 3)
+    if card.data.report:
+        with _step("report", seconds):
+            summary.report = str(_report(card, workdir, summary, profile))
+    summary.seconds = seconds
     storage.write_json(str(workdir.summary_path("etl")), summary.model_dump())
-    log.info("etl: wrote %s; splits %s", workdir.summary_path("etl"), rows_per_split)
+    log.info(
+        "etl: wrote %s; dataset %s; splits %s",
+        workdir.summary_path("etl"),
+        summary.dataset_version,
+        rows_per_split,
+    )
     return summary
+
+
+def _data_card(card: DesignCard) -> dict[str, Any]:
+    """The card's data section as the manifest records it (database passwords masked)."""
+    data = card.data.model_dump(mode="json")
+    for i, source in enumerate(card.data.sources):
+        if source.is_database:
+            from mlsd_ray.data.database import redact
+
+            data["sources"][i]["uri"] = redact(source.uri)
+    return data
+
+
+def _report(
+    card: DesignCard, workdir: Workdir, summary: EtlSummary, profile: dict[str, Any]
+) -> Any:
+    from mlsd_ray.data.report import write_report
+
+    return write_report(card, summary.model_dump(), profile, workdir.reports / "data")
+
+
+def dataset_version(card: DesignCard, workdir: Workdir) -> str | None:
+    """The version of the data set ETL last wrote for this card (None before the first run);
+    a trainer records it with the model it trains."""
+    manifest = mf.read_manifest(workdir.data_uri(card))
+    return None if manifest is None else str(manifest["dataset_version"])
 
 
 def read_split(card: DesignCard, workdir: Workdir, split: str) -> pd.DataFrame:

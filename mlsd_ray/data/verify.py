@@ -5,8 +5,11 @@ tests call them on hand-made frames. A row's input cells arrive as strings (sour
 column as text), so one set of rules covers CSV, JSON and Parquet alike.
 
 Each failing row gets one ``_reason`` (the first check it fails, in card order: parse error,
-inputs, label). Messages are written for people; ``reason_category`` maps them to the stable
-keys counted in the ETL summary.
+inputs with their ``data.rules``, the split's time/group columns, label). Messages are written
+for people; ``reason_category`` maps them to the stable keys counted in the ETL summary.
+
+Verified rows carry the inputs typed, then the split's ``time_column`` (UTC timestamp) and
+``group_column`` (string) when they are not inputs, then ``label`` and the lineage.
 """
 
 from __future__ import annotations
@@ -15,13 +18,14 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, TypeAlias
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from mlsd_ray.errors import CardError
-from mlsd_ray.spec import DesignCard, InputField
+from mlsd_ray.spec import Data, DesignCard, InputField
 
 #: Lineage columns that sources add to every row.
 SOURCE, ROW, REASON, RAW = "_source", "_row", "_reason", "_raw"
@@ -36,12 +40,18 @@ _INT64 = (-(2**63), 2**63 - 1)
 # (test, category), first match wins; keep in step with the messages below.
 _CATEGORIES: tuple[tuple[Callable[[str], bool], str], ...] = (
     (lambda r: r.startswith("unparseable row"), "unparseable_row"),
+    (lambda r: r.startswith("event: "), "bad_event"),
+    (lambda r: r.startswith("duplicate key"), "duplicate_key"),
     (lambda r: r.startswith("missing label"), "missing_label"),
     (lambda r: r.startswith("label "), "bad_label"),
     (lambda r: r.startswith("missing value"), "missing_value"),
     (lambda r: r.startswith("empty text"), "empty_text"),
+    (lambda r: r.startswith("text in ") and " longer than " in r, "long_text"),
     (lambda r: r.startswith("text in "), "short_text"),
     (lambda r: ": cannot cast " in r, "cast_error"),
+    (lambda r: ": cannot parse time " in r, "bad_time"),
+    (lambda r: " below min " in r or " above max " in r, "out_of_range"),
+    (lambda r: " not in allowed values" in r, "not_allowed"),
 )
 
 
@@ -65,7 +75,33 @@ def _cells(batch: pd.DataFrame, name: str) -> list[str | None]:
     """A column as Python strings with None for nulls, whatever pandas dtype it arrived in."""
     if name not in batch.columns:
         return [None] * len(batch)
+    strings = _string_array(batch, name)
+    if strings is not None:
+        return list(strings.to_pylist())
     return [None if _is_null(v) else str(v) for v in batch[name].tolist()]
+
+
+def _string_array(batch: pd.DataFrame, name: str) -> pa.Array | None:
+    """The column as an Arrow string array when it holds only strings and nulls (as every
+    source column does), else None."""
+    if name not in batch.columns:
+        return None
+    column = batch[name]
+    dtype = column.dtype
+    if isinstance(dtype, pd.ArrowDtype):  # what Ray Data's pandas batches hold
+        if not (
+            pa.types.is_string(dtype.pyarrow_dtype) or pa.types.is_large_string(dtype.pyarrow_dtype)
+        ):
+            return None
+    elif not pd.api.types.is_object_dtype(dtype) and not isinstance(dtype, pd.StringDtype):
+        return None
+    try:
+        strings = pa.array(column, type=pa.string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+    if isinstance(strings, pa.ChunkedArray):  # pandas' Arrow-backed strings
+        strings = strings.combine_chunks()
+    return strings
 
 
 def _is_null(value: Any) -> bool:
@@ -108,8 +144,39 @@ def _to_bool(cell: str) -> bool:
 _CASTS: dict[str, Callable[[str], Any]] = {"int": _to_int, "float": _to_float, "bool": _to_bool}
 
 
-def check_input(cell: str | None, field: InputField) -> tuple[Any, str | None]:
+def _number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def check_rule(value: Any, name: str, rule: Data.Rule) -> str | None:
+    """The reason a typed, non-null input value breaks its ``data.rules`` entry, or None."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if rule.min is not None and value < rule.min:
+            return f"'{name}': value {_shown(str(value))} below min {_number(rule.min)}"
+        if rule.max is not None and value > rule.max:
+            return f"'{name}': value {_shown(str(value))} above max {_number(rule.max)}"
+    elif isinstance(value, str):
+        stripped = value.strip()
+        if rule.allowed is not None and stripped not in rule.allowed:
+            return f"'{name}': {_shown(stripped)} not in allowed values"
+        if rule.max_length is not None and len(stripped) > rule.max_length:
+            return f"text in '{name}' longer than {rule.max_length} characters"
+    return None
+
+
+def check_input(
+    cell: str | None, field: InputField, rule: Data.Rule | None = None
+) -> tuple[Any, str | None]:
     """(typed value, None) or (None, reason) for one cell of an input column."""
+    value, reason = _check_input(cell, field)
+    if rule is not None and reason is None and value is not None:
+        reason = check_rule(value, field.name, rule)
+        if reason is not None:
+            value = None
+    return value, reason
+
+
+def _check_input(cell: str | None, field: InputField) -> tuple[Any, str | None]:
     stripped = cell.strip() if cell is not None else None
     textual = field.type in ("text", "string")
     if stripped is None or (not textual and stripped == ""):
@@ -157,8 +224,82 @@ def check_label(cell: str | None, card: DesignCard) -> tuple[Any, str | None]:
     return index, None
 
 
+TIME_TYPE = pa.timestamp("us", tz="UTC")
+
+
+def parse_times(cells: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """(UTC nanoseconds since the epoch as int64, parsed?) per cell.
+
+    A cell is ISO 8601 (``2019-11-24 00:00:17.004101+00:00``, ``2019-11-24T00:00:17Z``,
+    ``2019-11-24``; no offset means UTC) or a number of seconds since the epoch.
+    """
+    series = pd.Series([None if _is_null(c) else str(c).strip() for c in cells], dtype=object)
+    numbers = pd.to_numeric(series, errors="coerce")
+    numeric = numbers.notna().to_numpy() & np.isfinite(numbers.to_numpy(dtype=float))
+    out = np.zeros(len(series), dtype=np.int64)
+    ok = numeric.copy()
+    with np.errstate(invalid="ignore", over="ignore"):
+        out[numeric] = np.round(numbers.to_numpy(dtype=float)[numeric] * 1e9).astype(np.int64)
+    rest = ~numeric & series.notna().to_numpy()
+    if rest.any():
+        parsed = pd.to_datetime(series[rest], utc=True, format="ISO8601", errors="coerce")
+        good = parsed.notna().to_numpy()
+        values = parsed.dt.as_unit("ns").to_numpy(dtype="datetime64[ns]").astype(np.int64)
+        idx = np.flatnonzero(rest)
+        out[idx[good]] = values[good]
+        ok[idx[good]] = True
+    return out, ok
+
+
+def carried_columns(card: DesignCard) -> dict[str, str]:
+    """Columns verified rows carry besides the inputs: name -> ``time`` or ``group``."""
+    split = card.data.split
+    inputs = set(card.feature_names)
+    out: dict[str, str] = {}
+    if split.time_column and split.time_column not in inputs:
+        out[split.time_column] = "time"
+    if split.group_column and split.group_column not in inputs:
+        out.setdefault(split.group_column, "group")
+    return out
+
+
+def check_rules(card: DesignCard) -> None:
+    """``data.rules`` and ``data.unique_key`` must name inputs, with rules that fit the type."""
+    fields = {f.name: f for f in card.framing.inputs}
+    for name, rule in card.data.rules.items():
+        if name not in fields:
+            raise CardError(
+                f"data.rules.{name}: {name!r} is not an input.",
+                fix=f"use one of {sorted(fields)}",
+            )
+        kind = fields[name].type
+        numeric = kind in ("int", "float")
+        if (rule.min is not None or rule.max is not None) and not numeric:
+            raise CardError(
+                f"data.rules.{name}: min/max apply to int and float inputs; {name!r} is {kind}."
+            )
+        if rule.allowed is not None and kind not in ("category", "string"):
+            raise CardError(
+                f"data.rules.{name}: allowed applies to category and string inputs; "
+                f"{name!r} is {kind}."
+            )
+        if rule.max_length is not None and kind not in ("text", "string"):
+            raise CardError(
+                f"data.rules.{name}: max_length applies to text and string inputs; "
+                f"{name!r} is {kind}."
+            )
+    known = set(fields) | set(carried_columns(card))
+    unknown = [c for c in card.data.unique_key if c not in known]
+    if unknown:
+        raise CardError(
+            f"data.unique_key: {unknown} are not inputs (or split time/group columns).",
+            fix=f"use columns among {sorted(known)}",
+        )
+
+
 def good_schema(card: DesignCard) -> pa.Schema:
-    """Arrow schema of verified rows: the inputs typed, ``label``, and lineage."""
+    """Arrow schema of verified rows: the inputs typed, carried split columns, ``label``, and
+    lineage."""
     if LABEL in card.feature_names:
         raise CardError(
             f"framing.inputs: an input is named {LABEL!r}, the name of the verified label column.",
@@ -168,6 +309,13 @@ def good_schema(card: DesignCard) -> pa.Schema:
     arrow |= {"int": pa.int64(), "float": pa.float64(), "bool": pa.bool_()}
     label_type = pa.float64() if card.framing.category == "regression" else pa.int64()
     fields = [pa.field(f.name, arrow[f.type]) for f in card.framing.inputs]
+    for name, kind in carried_columns(card).items():
+        if name == LABEL:
+            raise CardError(
+                f"data.split: the {kind} column is named {LABEL!r}, the verified label column.",
+                fix="rename it with data.sources[].rename",
+            )
+        fields.append(pa.field(name, TIME_TYPE if kind == "time" else pa.string()))
     fields += [
         pa.field(LABEL, label_type),
         pa.field(SOURCE, pa.string()),
@@ -192,32 +340,197 @@ def _check_column(
     return values
 
 
-def verify_batch(batch: pd.DataFrame, card: DesignCard) -> Verified:
-    """Check every row of ``batch`` against the card; see the module docstring for the rules."""
+#: Vectorised checks (Arrow compute) for string columns; any column they are unsure of takes the
+#: per-cell path above, which defines the rules. Tests compare the two.
+FAST = True
+
+
+def _fast_column(
+    strings: pa.Array, field: InputField, rule: Data.Rule | None
+) -> tuple[pa.Array, dict[int, str]] | None:
+    """(typed values as Arrow, row -> reason) for a whole column, or None when a cell needs the
+    per-cell checks (a value Arrow cannot cast, a non-finite number, a bool column)."""
+    import pyarrow.compute as pc
+
+    if field.type == "bool":
+        return None
+    trimmed = pc.utf8_trim_whitespace(strings)
+    nulls = np.asarray(strings.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    textual = field.type in ("text", "string")
+    if textual:
+        missing = nulls
+    else:
+        empty = pc.fill_null(pc.equal(trimmed, ""), True)
+        missing = np.asarray(empty.to_numpy(zero_copy_only=False), dtype=bool) | nulls
+    reasons: dict[int, str] = {}
+    drop = missing.copy()  # rows whose value becomes null
+    if field.type in ("int", "float"):
+        present = pc.if_else(pa.array(missing), pa.scalar(None, pa.string()), trimmed)
+        try:
+            values = pc.cast(present, pa.float64() if field.type == "float" else pa.int64())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None
+        if field.type == "float" and pc.any(pc.invert(pc.is_finite(values))).as_py():
+            return None
+    elif field.type == "category":
+        values = trimmed
+    else:
+        values = strings
+        if field.type == "text":
+            lengths = np.asarray(
+                pc.fill_null(pc.utf8_length(trimmed), 0).to_numpy(zero_copy_only=False)
+            )
+            for i in np.flatnonzero(~nulls & (lengths < field.min_length)).tolist():
+                reasons[i] = (
+                    f"empty text in '{field.name}'"
+                    if lengths[i] == 0
+                    else f"text in '{field.name}' shorter than {field.min_length} characters"
+                )
+                drop[i] = True
+    if missing.any() and field.required:
+        reason = f"missing value in '{field.name}'"
+        reasons.update(dict.fromkeys(np.flatnonzero(missing).tolist(), reason))
+    if rule is not None:
+        flagged = _rule_candidates(values, trimmed, rule) & ~drop
+        for i in np.flatnonzero(flagged).tolist():
+            problem = check_rule(values[i].as_py(), field.name, rule)
+            if problem is not None:
+                reasons[i], drop[i] = problem, True
+    if drop.any():
+        values = pc.if_else(pa.array(drop), pa.scalar(None, values.type), values)
+    return values, reasons
+
+
+def _rule_candidates(values: pa.Array, trimmed: pa.Array, rule: Data.Rule) -> np.ndarray:
+    """Rows that may break ``rule`` (check_rule then words the reason)."""
+    import pyarrow.compute as pc
+
+    out = np.zeros(len(values), dtype=bool)
+    masks = []
+    if pa.types.is_integer(values.type) or pa.types.is_floating(values.type):
+        if rule.min is not None:
+            masks.append(pc.less(values, rule.min))
+        if rule.max is not None:
+            masks.append(pc.greater(values, rule.max))
+    else:
+        if rule.allowed is not None:
+            allowed = pa.array(rule.allowed, pa.string())
+            masks.append(pc.invert(pc.is_in(trimmed, value_set=allowed)))
+        if rule.max_length is not None:
+            masks.append(pc.greater(pc.utf8_length(trimmed), rule.max_length))
+    for mask in masks:
+        out |= np.asarray(pc.fill_null(mask, False).to_numpy(zero_copy_only=False), dtype=bool)
+    return out
+
+
+Column: TypeAlias = list[Any] | pa.Array  # typed values: Python list or Arrow array
+
+
+def _check_input_column(
+    batch: pd.DataFrame, field: InputField, rule: Data.Rule | None, reasons: list[str | None]
+) -> Column:
+    strings = _string_array(batch, field.name) if FAST else None
+    fast = _fast_column(strings, field, rule) if strings is not None else None
+    if fast is None:
+        check = partial(check_input, field=field, rule=rule)
+        return _check_column(batch, field.name, reasons, check)
+    values, problems = fast
+    for i, problem in problems.items():
+        if reasons[i] is None:
+            reasons[i] = problem
+    return values
+
+
+def _verify(batch: pd.DataFrame, card: DesignCard) -> tuple[dict[str, Column], list[str | None]]:
+    """(typed columns by name, reason per row) for ``batch``; see the module docstring."""
     reasons = _cells(batch, REASON)
-    typed: dict[str, list[Any]] = {}
+    typed: dict[str, Column] = {}
     for field in card.framing.inputs:
-        check = partial(check_input, field=field)
-        typed[field.name] = _check_column(batch, field.name, reasons, check)
+        rule = card.data.rules.get(field.name)
+        typed[field.name] = _check_input_column(batch, field, rule, reasons)
+    for name, kind in carried_columns(card).items():
+        typed[name] = _carried(batch, name, kind, reasons)
     label = card.framing.label.column
     typed[LABEL] = _check_column(batch, label, reasons, partial(check_label, card=card))
     typed[SOURCE] = _cells(batch, SOURCE)
     typed[ROW] = _row_numbers(batch)
+    return typed, reasons
 
-    ok = [r is None for r in reasons]
-    good = _frame(
-        {name: [v for v, k in zip(values, ok, strict=True) if k] for name, values in typed.items()},
-        good_schema(card),
-    )
+
+def _as_list(values: Column) -> list[Any]:
+    return values.to_pylist() if isinstance(values, pa.Array) else values
+
+
+def _quarantined_frame(
+    batch: pd.DataFrame, reasons: list[str | None], rows: list[Any]
+) -> pd.DataFrame:
     columns = [c for c in batch.columns if c not in META]
-    raw = {c: _cells(batch, c) for c in [*columns, SOURCE, RAW]}
-    raw[REASON], raw[ROW] = reasons, typed[ROW]
     order = [*columns, REASON, SOURCE, ROW, RAW]
-    bad = {c: [v for v, k in zip(raw[c], ok, strict=True) if not k] for c in order}
+    rejected = [i for i, r in enumerate(reasons) if r is not None]
+    part = batch.iloc[rejected]  # only the rejected rows are turned back into text
+    bad: dict[str, list[Any]] = {c: _cells(part, c) for c in [*columns, SOURCE, RAW]}
+    bad[REASON] = [reasons[i] for i in rejected]
+    bad[ROW] = [rows[i] for i in rejected]
     quarantined = pd.DataFrame(bad, columns=order)
     if len(quarantined):
         quarantined[ROW] = quarantined[ROW].astype("Int64")
-    return Verified(good=good, quarantined=quarantined)
+    return quarantined
+
+
+def verify_batch(batch: pd.DataFrame, card: DesignCard) -> Verified:
+    """Check every row of ``batch`` against the card; see the module docstring for the rules."""
+    typed, reasons = _verify(batch, card)
+    ok = [r is None for r in reasons]
+    good = _frame(
+        {
+            name: [v for v, k in zip(_as_list(values), ok, strict=True) if k]
+            for name, values in typed.items()
+        },
+        good_schema(card),
+    )
+    rows = _as_list(typed[ROW])
+    return Verified(good=good, quarantined=_quarantined_frame(batch, reasons, rows))
+
+
+def _good_table(typed: dict[str, Column], ok: list[bool], schema: pa.Schema) -> pa.Table:
+    """The verified rows as Arrow in ``schema``, straight from the typed columns."""
+    mask = pa.array(ok, pa.bool_())
+    arrays = []
+    for field in schema:
+        values = typed[field.name]
+        if isinstance(values, pa.Array):
+            arrays.append(values.filter(mask).cast(field.type))
+            continue
+        kept = [v for v, k in zip(values, ok, strict=True) if k]
+        if pa.types.is_timestamp(field.type):
+            nanos = pa.array(kept, pa.int64()).cast(pa.timestamp("ns", tz="UTC"))
+            arrays.append(nanos.cast(field.type, safe=False))  # whole microseconds
+        else:
+            arrays.append(pa.array(kept, field.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _carried(batch: pd.DataFrame, name: str, kind: str, reasons: list[str | None]) -> list[Any]:
+    """Values of a split time/group column that is not an input; problems into ``reasons``."""
+    cells = _cells(batch, name)
+    if kind == "time":
+        nanos, ok = parse_times(cells)
+        values: list[Any] = []
+        for i, cell in enumerate(cells):
+            if ok[i]:
+                values.append(int(nanos[i]))
+                continue
+            values.append(None)
+            if reasons[i] is None:
+                if cell is None or not cell.strip():
+                    reasons[i] = f"missing value in '{name}'"
+                else:
+                    reasons[i] = f"'{name}': cannot parse time {_shown(cell.strip())}"
+        return values
+    for i, cell in enumerate(cells):
+        if (cell is None or not cell.strip()) and reasons[i] is None:
+            reasons[i] = f"missing value in '{name}'"
+    return [None if c is None or not c.strip() else c.strip() for c in cells]
 
 
 def _frame(columns: dict[str, list[Any]], schema: pa.Schema) -> pd.DataFrame:
@@ -232,6 +545,10 @@ def _frame(columns: dict[str, list[Any]], schema: pa.Schema) -> pd.DataFrame:
             out[field.name] = pd.array(values, dtype="boolean" if nulls else "bool")
         elif pa.types.is_floating(field.type):
             out[field.name] = pd.array([math.nan if v is None else v for v in values], "float64")
+        elif pa.types.is_timestamp(field.type):
+            nanos = [0 if v is None else v for v in values]
+            stamps = pd.to_datetime(np.array(nanos, dtype="int64"), unit="ns", utc=True)
+            out[field.name] = pd.Series(stamps).where([v is not None for v in values])
         else:
             out[field.name] = pd.array(values, dtype=object)
     return pd.DataFrame(out, columns=schema.names)
@@ -258,13 +575,56 @@ def _arrow(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
 
 # Adapters for Dataset.map_batches: fixed Arrow schemas, so every block writes the same Parquet.
 def good_rows(batch: pd.DataFrame, card: DesignCard) -> pa.Table:
-    good = verify_batch(batch, card).good
-    return _arrow(good, good_schema(card))
+    typed, reasons = _verify(batch, card)
+    return _good_table(typed, [r is None for r in reasons], good_schema(card))
 
 
 def quarantined_rows(batch: pd.DataFrame, card: DesignCard, columns: list[str]) -> pa.Table:
     """``columns``: the source columns of every source, so blocks from different files agree."""
-    bad = verify_batch(batch, card).quarantined
+    typed, reasons = _verify(batch, card)
+    return _quarantine_table(batch, reasons, _as_list(typed[ROW]), columns)
+
+
+def _quarantine_table(
+    batch: pd.DataFrame, reasons: list[str | None], rows: list[Any], columns: list[str]
+) -> pa.Table:
+    bad = _quarantined_frame(batch, reasons, rows)
     schema = quarantine_schema(columns)
     bad = bad.reindex(columns=schema.names).astype(object)
     return _arrow(bad.where(bad.notna(), None), schema)
+
+
+#: ``verify_rows`` output: which part a row belongs to.
+PART = "_part"
+
+
+def verify_rows(batch: pd.DataFrame, card: DesignCard, columns: list[str]) -> pa.Table:
+    """One verification pass for ``map_batches``: the good rows (``good_schema``) then the
+    quarantined ones (``quarantine_schema(columns)``), side by side in one table with a
+    ``_part`` column (``good`` / ``bad``); ``split_part`` takes either back out."""
+    typed, reasons = _verify(batch, card)
+    ok = [r is None for r in reasons]
+    good = _good_table(typed, ok, good_schema(card))
+    bad = _quarantine_table(batch, reasons, _as_list(typed[ROW]), columns)
+    n_good, n_bad = good.num_rows, bad.num_rows
+    data: dict[str, pa.Array] = {PART: pa.array(["good"] * n_good + ["bad"] * n_bad)}
+    for f in good.schema:
+        data[f"g:{f.name}"] = pa.concat_arrays(
+            [good[f.name].combine_chunks(), pa.nulls(n_bad, f.type)]
+        )
+    for f in bad.schema:
+        data[f"q:{f.name}"] = pa.concat_arrays(
+            [pa.nulls(n_good, f.type), bad[f.name].combine_chunks()]
+        )
+    return pa.table(data)
+
+
+def split_part(batch: pa.Table, part: str) -> pa.Table:
+    """``map_batches`` step: the ``good`` or ``bad`` rows of ``verify_rows`` output, with their
+    own column names and types."""
+    import pyarrow.compute as pc
+
+    prefix = "g:" if part == "good" else "q:"
+    rows = batch.filter(pc.equal(batch[PART], part))
+    names = [n for n in rows.column_names if n.startswith(prefix)]
+    return rows.select(names).rename_columns([n[2:] for n in names])

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.dataset as pads
 
+from mlsd_ray.data.etl import dataset_version
 from mlsd_ray.errors import CardError, DataError
 from mlsd_ray.models.base import Model, load_model_class
 from mlsd_ray.models.package import InputSchema, ModelManifest, save_package
@@ -137,6 +138,7 @@ def train_models(card: DesignCard, workdir: Workdir, only: list[str] | None = No
     _check_split(train, card, "train", uris["train"])
     _check_split(val, card, "validation", uris["validation"])
     rows = {"train": len(train), "validation": len(val)}
+    data_version = dataset_version(card, workdir)  # lineage: the model names its data
     log.info(
         "training %s on %d train / %d validation rows", [s.name for s in specs], *rows.values()
     )
@@ -188,6 +190,7 @@ def train_models(card: DesignCard, workdir: Workdir, only: list[str] | None = No
 
     summary: dict[str, Any] = {
         "card": card.name,
+        "dataset_version": data_version,
         "train_uri": uris["train"],
         "validation_uri": uris["validation"],
         "rows": rows,
@@ -208,6 +211,7 @@ def train_models(card: DesignCard, workdir: Workdir, only: list[str] | None = No
             }
         metadata = {
             "card": card.name,
+            "dataset_version": data_version,
             "train_uri": uris["train"],
             "validation_uri": uris["validation"],
             "rows": rows,

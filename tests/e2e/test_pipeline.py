@@ -55,6 +55,10 @@ def test_report_plots_and_champion(ran) -> None:
     assert report["gate"]["passed"]
     champion = registry.get_alias(card, workdir, "champion")
     assert champion is not None and champion.version == result["register"]["registered_version"]
+    # Lineage: the registered model names the dataset version ETL wrote.
+    dataset = json.loads(workdir.summary_path("etl").read_text())["dataset_version"]
+    assert champion.tags["mlsd.dataset_version"] == dataset
+    assert read_manifest(workdir.model_dir("minilm")).metadata["dataset_version"] == dataset
     assert "champion" in (report_dir / "report.md").read_text()
 
 
@@ -133,7 +137,7 @@ def test_cli_registry_promote_rollback_and_evaluate(ran, tmp_path: Path) -> None
     # One more version (the champion's package again), so there is something to promote.
     _, champion_dir = registry.fetch_model(card, workdir, "champion")
     registry.log_and_register(card, workdir, "copy", champion_dir, {}, {})
-    common = [str(CARD), "--workdir", str(workdir)]
+    common = [str(CARD), "--workdir", str(workdir.root)]
     for o in fast_overrides():
         common += ["--set", o]
     runner = CliRunner()

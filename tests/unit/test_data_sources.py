@@ -162,3 +162,66 @@ def test_columns_union_across_files_and_empty_files(tmp_path: Path) -> None:
     assert rows[0][0]["extra"] is None and rows[1][0]["extra"] == "e"
     assert rows[2] == []
     assert isinstance(fs, pafs.LocalFileSystem)
+
+
+@pytest.mark.parametrize(
+    ("name", "body"),
+    [
+        ("plain.csv", "tweet,class,extra\nhello,2,a\n,0,\nbye ,1, b \n"),
+        ("crlf.csv", "tweet,class\r\nhello,2\r\n\r\nworld,0"),
+        ("blank_lines.csv", "tweet,class\n\nhello,2\n\n\nworld,0\n\n"),
+        ("wrong_width.csv", "tweet,class\nhello,2\ntoo,many,fields\nok,0\n"),
+        ("quoted.csv", 'tweet,class\n"a, b",2\nc,0\n'),
+        ("tabs.tsv", 'tweet\tclass\n"quoted" text\t2\nx\t0\n'),
+        ("bom.csv", "\ufefftweet,class\nhéllo,2\n"),
+        ("header_only.csv", "tweet,class\n"),
+    ],
+)
+def test_arrow_fast_path_parses_like_the_csv_module(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, body: str
+) -> None:
+    from mlsd_ray.data import sources
+
+    path = tmp_path / name
+    path.write_bytes(body.encode("utf-8"))
+    fmt = "tsv" if name.endswith(".tsv") else "csv"
+    fast = parse(path, fmt)
+    text = body.lstrip("\ufeff")
+    took_fast = sources._fast_delimited(text, fmt, sources._File(name, name), {}, ["tweet"])
+    assert (took_fast is not None) == (name not in ("wrong_width.csv", "quoted.csv"))
+    monkeypatch.setattr(sources, "_fast_delimited", lambda *a, **k: None)
+    slow = parse(path, fmt)
+    assert fast.equals(slow), (fast.to_pylist(), slow.to_pylist())
+
+
+def test_unreadable_parquet_and_unknown_encoding_name_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "broken.parquet"
+    path.write_bytes(b"this is not parquet")
+    with pytest.raises(SourceError, match=r"broken\.parquet.*is not a Parquet file.*Fix: check"):
+        parse(path, "parquet")
+    csv_path = tmp_path / "x.csv"
+    csv_path.write_text("class,tweet\n2,x\n")
+    source = Source(uri=str(csv_path), rename=RENAME, encoding="klingon")
+    fs, files = list_files(source.uri, "csv")
+    with pytest.raises(SourceError, match=r"x\.csv.*unknown encoding 'klingon'"):
+        source_columns(fs, files, source, CARD, "csv")
+
+
+def test_hive_partition_folders_become_columns(tmp_path: Path) -> None:
+    for day in ("2024-01-01", "2024-01-02"):
+        folder = tmp_path / f"day={day}" / "kind=a"
+        folder.mkdir(parents=True)
+        (folder / "part.csv").write_text("class,tweet\n2,x\n0,y\n")
+    source = Source(uri=str(tmp_path), rename=RENAME, format="csv")
+    fs, files = list_files(source.uri, "csv")
+    assert [f.partitions for f in files] == [
+        (("day", "2024-01-01"), ("kind", "a")),
+        (("day", "2024-01-02"), ("kind", "a")),
+    ]
+    columns = source_columns(fs, files, source, CARD, "csv")
+    assert columns == ["label", "text", "day", "kind"]
+    rows = parse_file(fs, files[1], "csv", RENAME, columns)[1].to_pylist()
+    assert [(r["text"], r["day"], r["kind"]) for r in rows] == [
+        ("x", "2024-01-02", "a"),
+        ("y", "2024-01-02", "a"),
+    ]

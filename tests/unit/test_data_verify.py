@@ -210,3 +210,148 @@ def test_an_input_named_label_is_refused() -> None:
     card = make_card([{"name": "label", "type": "text"}], {"column": "y"})
     with pytest.raises(CardError, match="label"):
         verify_batch(batch(label=["a"], y=["0"]), card)
+
+
+# Card rules, carried split columns ---------------------------------------------------------
+def with_data(card: DesignCard, **data: Any) -> DesignCard:
+    raw = card.model_dump(mode="json")
+    raw["data"].update(data)
+    return card_from_dict(raw)
+
+
+def test_rules_quarantine_out_of_range_and_unknown_categories() -> None:
+    card = with_data(
+        TABULAR_CARD,
+        rules={"Age": {"min": 0, "max": 120}, "Month": {"allowed": ["Jan", "Feb"]}},
+    )
+    frame = batch(
+        Age=["30", "-1", "130.5", "40", "50"],
+        Visits=["1"] * 5,
+        Weekend=["true"] * 5,
+        Month=["Jan", "Jan", "Feb", "Mar", " Feb "],
+        Note=[None] * 5,
+        Revenue=["1"] * 5,
+    )
+    assert reasons(frame, card) == [
+        "'Age': value '-1.0' below min 0",
+        "'Age': value '130.5' above max 120",
+        "'Month': 'Mar' not in allowed values",
+    ]
+    assert [reason_category(r) for r in reasons(frame, card)] == [
+        "out_of_range",
+        "out_of_range",
+        "not_allowed",
+    ]
+    assert verify_batch(frame, card).good["Month"].tolist() == ["Jan", "Feb"]
+
+
+def test_max_length_rule_on_text() -> None:
+    card = with_data(TEXT_CARD, rules={"text": {"max_length": 5}})
+    frame = batch(text=["short", "  ok  ", "too long"], **{"class": ["0", "1", "2"]})
+    assert reasons(frame, card) == ["text in 'text' longer than 5 characters"]
+    assert reason_category(reasons(frame, card)[0]) == "long_text"
+
+
+def test_rules_must_fit_the_inputs() -> None:
+    from mlsd_ray.data.verify import check_rules
+
+    for rules, message in [
+        ({"Nope": {"min": 1}}, r"data\.rules\.Nope: 'Nope' is not an input"),
+        ({"Month": {"min": 1}}, "min/max apply to int and float"),
+        ({"Age": {"allowed": ["1"]}}, "allowed applies to category and string"),
+        ({"Age": {"max_length": 3}}, "max_length applies to text and string"),
+    ]:
+        with pytest.raises(CardError, match=message):
+            check_rules(with_data(TABULAR_CARD, rules=rules))
+    with pytest.raises(CardError, match=r"data\.unique_key"):
+        check_rules(with_data(TABULAR_CARD, unique_key=["id"]))
+
+
+def test_split_time_and_group_columns_are_carried_and_checked() -> None:
+    import pyarrow as pa
+
+    from mlsd_ray.data.verify import good_schema
+
+    card = with_data(
+        TEXT_CARD, split={"strategy": "time", "time_column": "ts", "group_column": "user"}
+    )
+    schema = good_schema(card)
+    assert schema.names == ["text", "ts", "user", "label", "_source", "_row"]
+    assert schema.field("ts").type == pa.timestamp("us", tz="UTC")
+    frame = batch(
+        text=["a", "b", "c", "d", "e"],
+        ts=["2019-11-24 00:00:17.004101+00:00", "1574553617", "yesterday", None, "2019-11-24"],
+        user=["u1", "u2", "u3", "u4", " "],
+        **{"class": ["0"] * 5},
+    )
+    result = verify_batch(frame, card)
+    assert result.quarantined["_reason"].tolist() == [
+        "'ts': cannot parse time 'yesterday'",
+        "missing value in 'ts'",
+        "missing value in 'user'",
+    ]
+    assert reason_category(result.quarantined["_reason"][0]) == "bad_time"
+    good = good_rows(frame, card)
+    assert good.schema.field("ts").type == pa.timestamp("us", tz="UTC")
+    stamps = [t.isoformat() for t in good["ts"].to_pylist()]
+    assert stamps == ["2019-11-24T00:00:17.004101+00:00", "2019-11-24T00:00:17+00:00"]
+
+
+def test_parse_times() -> None:
+    from mlsd_ray.data.verify import parse_times
+
+    nanos, ok = parse_times(["1970-01-01T00:00:01Z", "2.5", "", None, "2024-13-01", "nan"])
+    assert ok.tolist() == [True, True, False, False, False, False]
+    assert nanos[:2].tolist() == [1_000_000_000, 2_500_000_000]
+
+
+def test_vectorised_checks_agree_with_the_per_cell_rules(monkeypatch) -> None:
+    """The Arrow fast path must give the same rows, values and reasons as the per-cell rules
+    (which fall back for any column they cannot handle)."""
+    import random
+
+    import pyarrow as pa
+
+    from mlsd_ray.data import verify as V
+
+    cells = [
+        *("1", " 2.5 ", "1e3", "3.0", "-0", "+2", "007", ".5", "5.", "1_000", "abc", ""),
+        *("  ", None, "inf", "nan", "-1e400", "9223372036854775808", "12", "0x10", "Jan"),
+        *("Feb", " Mar ", "true", "No", "\u0663", "\uff11\uff12", "1,5", "\t4\n"),
+    ]
+    rng = random.Random(0)
+    card = with_data(
+        TABULAR_CARD,
+        rules={"Age": {"min": -5, "max": 1000}, "Month": {"allowed": ["Jan", "Feb", "12"]}},
+    )
+    for trial in range(40):
+        n = 25
+        pick = [rng.choice(cells) for _ in range(5 * n)]
+        # half the trials use only clean numbers, so that the fast path really runs
+        numbers = ["1", "2.5", " 3 ", "", None, "12", "-4", "1e2"]
+        if trial % 2:
+            pick[: 2 * n] = [rng.choice(numbers) for _ in range(2 * n)]
+        frame = batch(
+            Age=pick[:n],
+            Visits=pick[n : 2 * n],
+            Weekend=[rng.choice(["true", "0", "x", None]) for _ in range(n)],
+            Month=pick[2 * n : 3 * n],
+            Note=pick[3 * n : 4 * n],
+            Revenue=[rng.choice(["0", "1", "True", "2", None]) for _ in range(n)],
+        )
+        if trial % 4 == 3:  # Ray Data hands map_batches Arrow-backed columns
+            inputs = ["Age", "Visits", "Weekend", "Month", "Note", "Revenue"]
+            frame[inputs] = frame[inputs].astype(pd.ArrowDtype(pa.string()))
+        monkeypatch.setattr(V, "FAST", True)
+        fast = verify_batch(frame, card)
+        fast_table = V.good_rows(frame, card)
+        monkeypatch.setattr(V, "FAST", False)
+        slow = verify_batch(frame, card)
+        pd.testing.assert_frame_equal(fast.good, slow.good)
+        pd.testing.assert_frame_equal(fast.quarantined, slow.quarantined)
+        slow_table = V.good_rows(frame, card)
+        assert fast_table.equals(slow_table)
+        both = V.verify_rows(frame, card, list(frame.columns[:6]))
+        assert V.split_part(both, "good").equals(slow_table)
+        assert V.split_part(both, "bad").num_rows == len(slow.quarantined)
+        assert isinstance(both, pa.Table)

@@ -1,0 +1,148 @@
+"""Dataset versions: a content hash of what ETL wrote, and the manifest that records it.
+
+The content hash does not depend on file names, block order or parallelism: every written row
+gets two 64-bit hashes of its values (inputs, carried split columns, label; lineage excluded,
+so moving the source files does not change it), summed modulo 2**64 per split. The hash of a
+data set is the SHA-256 of the schema and of (rows, sum, sum) per split; ``dataset_version`` is
+its first 12 hex digits. Two runs that write the same rows into the same splits get the same
+version; a changed row, a moved split boundary or a changed type gives a new one.
+
+``<output_uri>/manifest.json`` records: the version and hash, the time, the code version (the
+package version, a hash of the data-stage sources, the git commit when known), the card's data
+section, every source (files with sizes and rows, or the SQL read; event-join counts), rows in,
+ok, quarantined (by reason) and per split, the schemas, per-split hashes and label counts, class
+weights, leakage and anomaly findings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import subprocess
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mlsd_ray import storage
+from mlsd_ray.data.verify import META
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+_KEYS = ("mlsd-content-k01", "mlsd-content-k02")
+_NULL = np.uint64(0x9E3779B97F4A7C15)  # the hash of a null (no text hashes to it by design)
+_PRIMES = (np.uint64(1099511628211), np.uint64(14029467366897019727))
+
+
+def column_hashes(batch: pa.Table, columns: list[str]) -> dict[str, np.ndarray]:
+    """64-bit hash per row of each column's value (numbers and times by value, the rest as
+    text); nulls get their own."""
+    out = {}
+    for name in columns:
+        column = batch[name]
+        kind = column.type
+        if pa.types.is_timestamp(kind):
+            column = column.cast(pa.int64())
+        if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
+            numbers = pc.fill_null(column, 0).to_numpy(zero_copy_only=False)
+            hashes = pd.util.hash_array(np.asarray(numbers), categorize=False)
+        else:
+            text = pc.fill_null(column.cast(pa.string()), "")
+            values = np.asarray(text.to_numpy(zero_copy_only=False), dtype=object)
+            hashes = pd.util.hash_array(values, hash_key=_KEYS[0], categorize=False)
+        nulls = np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+        hashes[nulls] = _NULL
+        out[name] = hashes
+    return out
+
+
+def combine(hashes: list[np.ndarray], which: int, n: int) -> np.ndarray:
+    """Order-sensitive combination of per-column hashes into one hash per row."""
+    h = np.full(n, np.uint64(len(hashes)) + np.uint64(which), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for part in hashes:
+            h = h * _PRIMES[which] + part
+            h ^= h >> np.uint64(29)
+    return h
+
+
+def data_columns(schema: pa.Schema) -> list[str]:
+    return [n for n in schema.names if n not in META]
+
+
+def split_digest(counts: dict[str, int], sums: dict[str, tuple[int, int]]) -> dict[str, str]:
+    """Per split: a hex digest of (rows, sum1, sum2)."""
+    return {
+        s: hashlib.sha256(f"{counts[s]}:{sums[s][0]}:{sums[s][1]}".encode()).hexdigest()[:16]
+        for s in counts
+    }
+
+
+def content_hash(
+    schema: pa.Schema, counts: dict[str, int], sums: dict[str, tuple[int, int]]
+) -> str:
+    payload = {
+        "schema": [[f.name, str(f.type)] for f in schema if f.name not in META],
+        "splits": {s: [counts[s], str(sums[s][0]), str(sums[s][1])] for s in sorted(counts)},
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def version_of(digest: str) -> str:
+    return digest[:12]
+
+
+def code_version() -> dict[str, Any]:
+    """Package version, SHA-256 of the data-stage sources, and the git commit when known."""
+    here = Path(__file__).resolve().parent
+    sources = hashlib.sha256()
+    for path in sorted(here.glob("*.py")):
+        sources.update(path.name.encode() + b"\0" + path.read_bytes())
+    try:
+        package = metadata.version("mlsd-ray")
+    except metadata.PackageNotFoundError:
+        package = "unknown"
+    commit = None
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+        commit = done.stdout.strip() or None if done.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"package": package, "data_code_sha256": sources.hexdigest(), "git_commit": commit}
+
+
+def schema_json(schema: pa.Schema) -> list[dict[str, Any]]:
+    return [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in schema]
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def write_manifest(output_uri: str, manifest: dict[str, Any]) -> str:
+    uri = storage.join(output_uri, MANIFEST)
+    storage.write_json(uri, manifest)
+    log.info("etl: dataset %s, manifest %s", manifest["dataset_version"], uri)
+    return uri
+
+
+def read_manifest(output_uri: str) -> dict[str, Any] | None:
+    """The manifest under ``output_uri``, or None when there is none."""
+    uri = storage.join(output_uri, MANIFEST)
+    if not storage.exists(uri):
+        return None
+    return dict(storage.read_json(uri))
