@@ -7,40 +7,123 @@ used in training travels inside the model package to serving.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from typing_extensions import Self
 
-from mlsd_ray.errors import NotFittedError
+from mlsd_ray.errors import ModelError, NotFittedError
 
 OTHER = "__other__"
+MISSING = "__missing__"
+#: What a missing categorical became in packages written before ``__missing__`` existed.
+LEGACY_MISSING = ""
+ENCODINGS = ("onehot", "ordinal", "hashing")
+#: Joins the values of a feature cross; a control character, so no real value can fake a join.
+CROSS_SEP = "\x1f"
+
+
+def stable_bucket(value: str, buckets: int) -> int:
+    """Bucket of ``value`` in ``[0, buckets)``: md5 of its UTF-8 bytes, the same in every
+    process and on every machine (unlike Python's salted ``hash``)."""
+    digest = hashlib.md5(value.encode("utf-8"), usedforsecurity=False).digest()
+    return int.from_bytes(digest[:8], "little") % buckets
+
+
+def cross_name(columns: list[str]) -> str:
+    return "&".join(columns)
 
 
 class TabularPreprocessor:
-    """Standardise numeric columns (mean-imputed) and one-hot encode categorical ones.
+    """Standardise numeric columns (mean-imputed) and encode categorical ones.
 
-    Categories unseen in training, and the rare ones past ``max_categories``, share one
-    ``__other__`` column so that serving never fails on a new value.
+    Per categorical column, ``encodings`` picks (default ``onehot``):
+
+    - ``onehot``: one column per training category (the ``max_categories`` most frequent);
+      unseen and rare values share one ``__other__`` column so serving never fails on a new
+      value.
+    - ``ordinal``: one column, the frequency rank of the value (0 = most frequent) divided by
+      the number of kept categories, so it lies in [0, 1]; unseen values get their own code, 1.
+    - ``hashing``: ``hash_buckets`` indicator columns chosen by a stable hash of the value.
+
+    ``crosses`` lists groups of two or more categorical columns; each group's joined values
+    are hashed into ``hash_buckets`` indicator columns. Missing (null or empty) categoricals
+    become the category ``__missing__`` before any encoding.
     """
 
     def __init__(
-        self, numeric: list[str], categorical: list[str], max_categories: int = 50
+        self,
+        numeric: list[str],
+        categorical: list[str],
+        max_categories: int = 50,
+        encodings: dict[str, str] | None = None,
+        crosses: list[list[str]] | None = None,
+        hash_buckets: int = 32,
     ) -> None:
         self.numeric = list(numeric)
         self.categorical = list(categorical)
         self.max_categories = max_categories
+        self.encodings = dict(encodings or {})
+        self.crosses = [list(c) for c in crosses or []]
+        self.hash_buckets = hash_buckets
+
+    # -- configuration ------------------------------------------------------------------
+    def _encoding(self, column: str) -> str:
+        return self.encodings.get(column, "onehot")
+
+    def _validate(self) -> None:
+        fix = "list the column under the model's categorical inputs (category in the card)"
+        for column, encoding in self.encodings.items():
+            if encoding not in ENCODINGS:
+                raise ModelError(
+                    f"Unknown encoding {encoding!r} for column {column!r}.",
+                    fix=f"use one of {list(ENCODINGS)}",
+                )
+            if column not in self.categorical:
+                raise ModelError(
+                    f"encodings names {column!r}, which is not a categorical column.", fix=fix
+                )
+        for cross in self.crosses:
+            if len(cross) < 2 or len(set(cross)) != len(cross):
+                raise ModelError(
+                    f"Feature cross {cross} needs two or more distinct columns.",
+                    fix="write each cross as a list like [VisitorType, Weekend]",
+                )
+            unknown = [c for c in cross if c not in self.categorical]
+            if unknown:
+                raise ModelError(
+                    f"Feature cross {cross} names non-categorical column(s) {unknown}.", fix=fix
+                )
+        if int(self.hash_buckets) < 1:
+            raise ModelError(
+                f"hash_buckets must be at least 1, got {self.hash_buckets}.",
+                fix="use a positive number of buckets (default 32)",
+            )
+
+    # -- fitting --------------------------------------------------------------------------
+    @staticmethod
+    def _values(X: pd.DataFrame, column: str, missing: str) -> np.ndarray:
+        """The column as an object array of str, nulls and empty strings made ``missing``."""
+        values = X[column].astype("string").fillna(missing)
+        return values.mask(values == "", missing).to_numpy(dtype=object)
 
     def fit(self, X: pd.DataFrame) -> Self:
+        self._validate()
         num = X[self.numeric].astype("float64") if self.numeric else pd.DataFrame(index=X.index)
         self.mean_ = num.mean().fillna(0.0).to_dict()
         std = num.std(ddof=0).fillna(1.0)
         self.scale_ = std.where(std > 0, 1.0).to_dict()
-        self.categories_ = {
-            c: X[c].astype("string").fillna("").value_counts().index[: self.max_categories].tolist()
-            for c in self.categorical
-        }
+        self.missing_ = MISSING
+        self.categories_: dict[str, list[str]] = {}
+        for c in self.categorical:
+            if self._encoding(c) == "hashing":
+                continue  # stateless: the hash alone picks the column
+            counts = pd.Series(self._values(X, c, MISSING)).value_counts()
+            # Most frequent first; ties by value, so the order never depends on row order.
+            ranked = sorted(counts.items(), key=lambda kv: (-int(kv[1]), str(kv[0])))
+            self.categories_[c] = [str(v) for v, _ in ranked[: self.max_categories]]
         return self
 
     def _check(self) -> None:
@@ -54,8 +137,26 @@ class TabularPreprocessor:
         self._check()
         names = list(self.numeric)
         for c in self.categorical:
-            names += [f"{c}={v}" for v in self.categories_[c]] + [f"{c}={OTHER}"]
+            encoding = self._encoding(c)
+            if encoding == "onehot":
+                names += [f"{c}={v}" for v in self.categories_[c]] + [f"{c}={OTHER}"]
+            elif encoding == "ordinal":
+                names.append(f"{c}#rank")
+            else:
+                names += [f"{c}#hash{i}" for i in range(self.hash_buckets)]
+        for cross in self.crosses:
+            names += [f"{cross_name(cross)}#hash{i}" for i in range(self.hash_buckets)]
         return names
+
+    # -- transforming ---------------------------------------------------------------------
+    def _hashed(self, values: np.ndarray) -> np.ndarray:
+        """Indicator matrix (n, hash_buckets) of each value's stable bucket."""
+        codes, uniques = pd.factorize(values)
+        buckets = np.array([stable_bucket(str(u), self.hash_buckets) for u in uniques], np.int64)
+        out = np.zeros((len(values), self.hash_buckets))
+        if len(values):
+            out[np.arange(len(values)), buckets[codes]] = 1.0
+        return out
 
     def transform(self, X: pd.DataFrame) -> np.ndarray:
         self._check()
@@ -63,28 +164,54 @@ class TabularPreprocessor:
         for c in self.numeric:
             col = pd.to_numeric(X[c], errors="coerce").astype("float64").fillna(self.mean_[c])
             parts.append(((col - self.mean_[c]) / self.scale_[c]).to_numpy()[:, None])
+        values = {c: self._values(X, c, self.missing_) for c in self.categorical}
         for c in self.categorical:
+            encoding = self._encoding(c)
+            if encoding == "hashing":
+                parts.append(self._hashed(values[c]))
+                continue
             cats = self.categories_[c]
-            values = X[c].astype("string").fillna("")
-            codes = pd.Categorical(values, categories=cats).codes  # -1 = unseen
-            onehot = np.zeros((len(X), len(cats) + 1))
-            onehot[np.arange(len(X)), np.where(codes < 0, len(cats), codes)] = 1.0
-            parts.append(onehot)
+            codes = np.asarray(pd.Categorical(values[c], categories=cats).codes)
+            codes = np.where(codes < 0, len(cats), codes)  # unseen -> its own last code
+            if encoding == "ordinal":
+                parts.append((codes / max(len(cats), 1)).astype(np.float64)[:, None])
+            else:
+                onehot = np.zeros((len(X), len(cats) + 1))
+                onehot[np.arange(len(X)), codes] = 1.0
+                parts.append(onehot)
+        for cross in self.crosses:
+            columns = [values[c] for c in cross]
+            joined = [CROSS_SEP.join(row) for row in zip(*columns, strict=True)]
+            parts.append(self._hashed(np.asarray(joined, dtype=object)))
         return np.hstack(parts) if parts else np.zeros((len(X), 0))
 
+    # -- serialisation --------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         self._check()
         return {
             "numeric": self.numeric,
             "categorical": self.categorical,
             "max_categories": self.max_categories,
+            "encodings": self.encodings,
+            "crosses": self.crosses,
+            "hash_buckets": self.hash_buckets,
             "mean_": self.mean_,
             "scale_": self.scale_,
             "categories_": self.categories_,
+            "missing_": self.missing_,
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TabularPreprocessor:
-        pre = cls(d["numeric"], d["categorical"], d["max_categories"])
+        """Also reads dicts written before encodings, crosses and ``__missing__`` existed."""
+        pre = cls(
+            d["numeric"],
+            d["categorical"],
+            d["max_categories"],
+            encodings=d.get("encodings"),
+            crosses=d.get("crosses"),
+            hash_buckets=int(d.get("hash_buckets", 32)),
+        )
         pre.mean_, pre.scale_, pre.categories_ = d["mean_"], d["scale_"], d["categories_"]
+        pre.missing_ = d.get("missing_", LEGACY_MISSING)
         return pre

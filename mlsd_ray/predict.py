@@ -32,7 +32,8 @@ def _cast(value: Any, type_: str, where: str) -> Any:
     if type_ in ("text", "string", "category"):
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise InvalidInput(f"{where}: expected a string, got {type(value).__name__}")
-        return str(value)
+        # Categories are stripped as the ETL strips them, so " Feb" online is "Feb" in training.
+        return str(value).strip() if type_ == "category" else str(value)
     if type_ == "bool":
         if isinstance(value, bool):
             return value

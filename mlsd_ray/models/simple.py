@@ -141,10 +141,13 @@ class TfidfLogReg(Model):
 
 
 class TabularLogReg(Model):
-    """Standardised numerics + one-hot categories, then logistic regression.
+    """Standardised numerics + encoded categories, then logistic regression.
 
     params: ``numeric`` and ``categorical`` column lists (filled from the card by the trainer),
-    ``C`` (1.0), ``class_weight`` ("balanced"), ``max_categories`` (50), ``seed``.
+    ``C`` (1.0), ``class_weight`` ("balanced"), ``max_categories`` (50), ``seed``, and the
+    categorical encodings of :class:`~mlsd_ray.features.TabularPreprocessor`: ``encodings``
+    (column -> onehot | ordinal | hashing; onehot when absent), ``crosses`` (lists of two or
+    more categorical columns) and ``hash_buckets`` (32).
     """
 
     kind = "logreg"
@@ -154,6 +157,9 @@ class TabularLogReg(Model):
             self.params.get("numeric", []),
             self.params.get("categorical", []),
             int(self.params.get("max_categories", 50)),
+            encodings=self.params.get("encodings"),
+            crosses=self.params.get("crosses"),
+            hash_buckets=int(self.params.get("hash_buckets", 32)),
         ).fit(X)
         self.n_classes_ = max(int(np.max(y)) + 1, 2)
         self.weights_ = _Linear.fit(

@@ -19,13 +19,16 @@ TEXTS = pd.DataFrame(
 Y = np.array([1, 0, 1, 0] * 15)
 
 
-def tabular() -> tuple[pd.DataFrame, np.ndarray]:
+def tabular(with_second_category: bool = False) -> tuple[pd.DataFrame, np.ndarray]:
     rng = np.random.default_rng(0)
     n = 400
     x = rng.normal(size=n)
     cat = rng.choice(["a", "b", "c"], size=n)
     y = ((x + (cat == "a") * 1.5 + rng.normal(scale=0.5, size=n)) > 0.5).astype(int)
-    return pd.DataFrame({"x": x, "cat": cat}), y
+    frame = pd.DataFrame({"x": x, "cat": cat})
+    if with_second_category:
+        frame["cat2"] = pd.Series(rng.choice(["u", "v", None], size=n), dtype="string")
+    return frame, y
 
 
 def test_preprocessor_contract() -> None:
@@ -51,9 +54,20 @@ def test_preprocessor_contract() -> None:
     [
         (TfidfLogReg(["text"], min_df=1), TEXTS, Y),
         (TabularLogReg(["x", "cat"], numeric=["x"], categorical=["cat"]), *tabular()),
+        (
+            TabularLogReg(
+                ["x", "cat", "cat2"],
+                numeric=["x"],
+                categorical=["cat", "cat2"],
+                encodings={"cat": "hashing", "cat2": "ordinal"},
+                crosses=[["cat", "cat2"]],
+                hash_buckets=8,
+            ),
+            *tabular(with_second_category=True),
+        ),
         (MajorityClass(["text"]), TEXTS, Y),
     ],
-    ids=["tfidf", "logreg", "majority"],
+    ids=["tfidf", "logreg", "logreg_encodings", "majority"],
 )
 def test_fit_predict_save_load(model, X: pd.DataFrame, y: np.ndarray, tmp_path: Path) -> None:
     with pytest.raises(NotFittedError):
