@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -37,5 +38,6 @@ def job_main(
     except MlsdError as err:
         log.error("%s", err)
         return 2
-    print(json.dumps(result, indent=2, default=str))  # the job's output, read by `ray job logs`
+    # The job's result on stdout (what `ray job logs` shows); progress went to the log.
+    sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
     return 0
