@@ -268,16 +268,24 @@ def _finite(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
+def _common(state: State, exact: bool) -> dict[str, Any]:
+    """The statistics every column kind reports."""
+    n, nulls = state["count"], state["nulls"]
+    return {
+        "kind": state["kind"],
+        "count": n,
+        "nulls": nulls,
+        "null_rate": nulls / (n + nulls) if n + nulls else 0.0,
+        "exact": exact,
+        "distinct": _distinct(state, exact) if n else 0,
+    }
+
+
 def _numeric(state: State) -> dict[str, Any]:
     n = state["count"]
     exact = state["values"] is not None
     out: dict[str, Any] = {
-        "kind": state["kind"],
-        "count": n,
-        "nulls": state["nulls"],
-        "null_rate": state["nulls"] / (n + state["nulls"]) if n + state["nulls"] else 0.0,
-        "exact": exact,
-        "distinct": _distinct(state, exact) if n else 0,
+        **_common(state, exact),
         "min": state["min"],
         "max": state["max"],
         "mean": _finite(state["mean"]) if n else None,
@@ -320,12 +328,7 @@ def _category(state: State) -> dict[str, Any]:
     table = state["values"] if exact else state["top"]
     ranked = sorted(table.items(), key=lambda kv: (-kv[1], str(kv[0])))
     out: dict[str, Any] = {
-        "kind": state["kind"],
-        "count": n,
-        "nulls": state["nulls"],
-        "null_rate": state["nulls"] / (n + state["nulls"]) if n + state["nulls"] else 0.0,
-        "exact": exact,
-        "distinct": _distinct(state, exact) if n else 0,
+        **_common(state, exact),
         "top": [[k, v] for k, v in ranked[:TOP]],
         "shares": {k: v / n for k, v in ranked[:MAX_SHARES]} if n else {},
         "all_categories": exact and len(table) <= MAX_SHARES,
