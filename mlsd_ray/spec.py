@@ -484,20 +484,28 @@ def card_from_dict(
             f"Invalid design card {where}: the top level must be a mapping of the seven steps; "
             f"got {type(raw).__name__}."
         )
+    if base_dir is not None:
+        # Paths written in the card are relative to the card; paths given with --set are
+        # relative to where the command runs, as on any command line.
+        sources = raw.get("data", {}).get("sources") if isinstance(raw.get("data"), dict) else None
+        for src in sources if isinstance(sources, list) else []:
+            if isinstance(src, dict) and isinstance(src.get("uri"), str):
+                src["uri"] = resolve_uri(src["uri"], base_dir)
     raw = apply_overrides(raw, overrides or [])
     try:
         card = DesignCard.model_validate(raw)
     except ValidationError as err:
         raise CardError(_format_errors(err, where)) from None
     if base_dir is not None:
-        for src in card.data.sources:
-            src.uri = resolve_uri(src.uri, base_dir)
+        for source in card.data.sources:
+            source.uri = resolve_uri(source.uri, Path.cwd())
     return card
 
 
 def load_card(path: str | Path, overrides: list[str] | None = None) -> DesignCard:
-    """Read a YAML card, apply ``--set`` overrides, validate. Relative source paths resolve
-    against the card's folder, so a card and its data can move together."""
+    """Read a YAML card, apply ``--set`` overrides, validate. Relative source paths in the card
+    resolve against the card's folder (a card and its data move together); relative paths in
+    overrides resolve against the current directory."""
     path = Path(path)
     if not path.is_file():
         raise CardError(

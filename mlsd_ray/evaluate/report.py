@@ -12,13 +12,18 @@ def _fmt(v: Any) -> str:
     return "n/a" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
+def _ranked(scores: dict[str, float]) -> list[tuple[str, float]]:
+    """Best first (JSON round trips may sort the keys alphabetically)."""
+    return sorted(scores.items(), key=lambda kv: -kv[1])
+
+
 def write_markdown(report: dict[str, Any], path: Path) -> Path:
     lines = [
         f"# Evaluation: {report['card']}",
         "",
         f"Data: `{report['data']}`. Candidate put forward: **{report['candidate']}** "
         f"(best {report['gate']['config']['metric']} on validation: "
-        + ", ".join(f"{k} {v:.4f}" for k, v in report.get("validation_leaderboard", {}).items())
+        + ", ".join(f"{k} {v:.4f}" for k, v in _ranked(report.get("validation_leaderboard", {})))
         + f"); baseline: {report['baseline']}.",
         "",
         "Test split:",

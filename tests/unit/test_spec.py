@@ -42,6 +42,16 @@ def test_relative_source_resolves_against_the_card_folder(tmp_path: Path) -> Non
     assert card.data.sources[0].uri == str((tmp_path / "data" / "posts.csv").resolve())
 
 
+def test_relative_override_resolves_against_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "cards").mkdir()
+    (tmp_path / "cards" / "card.yaml").write_text(yaml.safe_dump(raw_card()))
+    monkeypatch.chdir(tmp_path)
+    card = load_card("cards/card.yaml", ["data.sources.0.uri=data/posts.csv"])
+    assert card.data.sources[0].uri == str(tmp_path / "data" / "posts.csv")
+
+
 @pytest.mark.parametrize(
     ("mutate", "expected"),
     [
