@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -15,20 +14,11 @@ from mlsd_ray.settings import Workdir
 from mlsd_ray.spec import DesignCard, load_card
 from mlsd_ray.train.stage import read_split, train_models
 from mlsd_ray.train.transformer import train_transformer
+from tests.toy_data import toy_split as split
 
 pytestmark = pytest.mark.integration
 
 CARD = Path(__file__).resolve().parents[2] / "systems" / "harmful_content.yaml"
-HARMFUL = ["i hate you", "you are awful", "go away idiot", "stupid person", "i will hurt you"]
-BENIGN = ["have a nice day", "lovely weather", "thanks for the help", "great game", "see you soon"]
-
-
-def split(n: int, seed: int) -> pd.DataFrame:
-    """Trivially separable posts, as ETL writes them: the card's inputs plus int64 `label`."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 2, n).astype(np.int64)
-    texts = [f"{(HARMFUL if c else BENIGN)[rng.integers(5)]} {rng.integers(100)}" for c in y]
-    return pd.DataFrame({"text": texts, "label": y})
 
 
 def tiny_card(*overrides: str) -> DesignCard:

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from mlsd_ray.errors import CardError
@@ -18,17 +17,9 @@ from mlsd_ray.train.transformer import (
     train_transformer,
     transformer_params,
 )
+from tests.toy_data import toy_split as split
 
 REPO = Path(__file__).resolve().parents[2]
-HARMFUL = ["i hate you", "you are awful", "go away idiot", "stupid person", "i will hurt you"]
-BENIGN = ["have a nice day", "lovely weather", "thanks for the help", "great game", "see you soon"]
-
-
-def split(n: int, seed: int) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 2, n).astype(np.int64)
-    texts = [f"{(HARMFUL if c else BENIGN)[rng.integers(5)]} {rng.integers(100)}" for c in y]
-    return pd.DataFrame({"text": texts, "label": y})
 
 
 def card(*overrides: str) -> DesignCard:
