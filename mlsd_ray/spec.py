@@ -295,6 +295,33 @@ class TrainerConfig(_Strict):
     seed: int = 0
     class_weight: Literal["none", "balanced"] = "balanced"
     checkpoint_every_steps: int = Field(50, ge=1)
+    #: How many times Ray Train restarts a failed worker group before the run fails; each
+    #: restart resumes from the latest checkpoint (-1 = without limit). E.g. ``max_failures: 2``.
+    max_failures: int = Field(2, ge=-1)
+    #: What is trained: ``full`` = every weight of the pretrained encoder and the head;
+    #: ``frozen`` = the head only, the encoder's weights stay as loaded; ``scratch`` = the
+    #: ``pretrained`` architecture from randomly initialised weights. E.g. ``fine_tune: frozen``.
+    fine_tune: Literal["full", "frozen", "scratch"] = "full"
+    #: Continual learning: start from the weights of ``champion`` / ``challenger`` (fetched from
+    #: the workdir's registry) or a transformer package folder, then train on this run's data.
+    #: The architecture and tokenizer come from that package. E.g. ``warm_start: champion``.
+    warm_start: str | None = None
+    #: ``constant`` or ``linear`` (decay to 0 at the last step), after ``warmup_steps`` of linear
+    #: warmup. E.g. ``lr_schedule: linear`` with ``warmup_steps: 100``.
+    lr_schedule: Literal["constant", "linear"] = "constant"
+    warmup_steps: int = Field(0, ge=0)
+    #: Autocast precision of the forward pass: ``fp32``; ``bf16`` (CPU or GPU, no loss
+    #: scaling); ``fp16`` (GPU only, with a GradScaler). Weights stay fp32.
+    #: E.g. ``precision: bf16``.
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainerConfig:
+        if self.precision == "fp16" and not self.use_gpu:
+            raise ValueError("precision fp16 needs use_gpu: true; on CPU use bf16 or fp32")
+        if self.warm_start and self.fine_tune == "scratch":
+            raise ValueError("fine_tune scratch ignores the weights warm_start would load")
+        return self
 
 
 class ModelSpec(_Strict):

@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from typing_extensions import Self
 
 from mlsd_ray.errors import ModelError
+from mlsd_ray.models.amp import Amp
 from mlsd_ray.models.base import Model
 
 log = logging.getLogger(__name__)
@@ -88,10 +89,12 @@ def _quiet_transformers() -> None:
     transformers.utils.logging.set_verbosity_error()
 
 
-def build_encoder(pretrained: str) -> tuple[torch.nn.Module, Any]:
-    """(encoder without pooler, tokenizer) for ``"minilm"``, ``"tiny"`` or a local folder."""
+def build_encoder(pretrained: str, scratch: bool = False) -> tuple[torch.nn.Module, Any]:
+    """(encoder without pooler, tokenizer) for ``"minilm"``, ``"tiny"`` or a local folder.
+
+    ``scratch``: the same architecture and tokenizer, randomly initialised weights."""
     _quiet_transformers()
-    from transformers import AutoModel, AutoTokenizer, BertConfig
+    from transformers import AutoConfig, AutoModel, AutoTokenizer, BertConfig
 
     if pretrained == "tiny":
         tokenizer = AutoTokenizer.from_pretrained(minilm_path())
@@ -105,15 +108,18 @@ def build_encoder(pretrained: str) -> tuple[torch.nn.Module, Any]:
             fix="use 'minilm', 'tiny' or the path of a folder with config.json and weights",
         )
     tokenizer = AutoTokenizer.from_pretrained(path)
+    if scratch:
+        config = AutoConfig.from_pretrained(path)
+        return AutoModel.from_config(config, add_pooling_layer=False), tokenizer
     return AutoModel.from_pretrained(path, add_pooling_layer=False), tokenizer
 
 
 def build_net(
-    pretrained: str, n_classes: int, dropout: float = 0.1, seed: int = 0
+    pretrained: str, n_classes: int, dropout: float = 0.1, seed: int = 0, scratch: bool = False
 ) -> tuple[TextClassifierNet, Any]:
     """A fresh classifier; the seed fixes the head (and a tiny encoder) on every worker."""
     torch.manual_seed(seed)
-    encoder, tokenizer = build_encoder(pretrained)
+    encoder, tokenizer = build_encoder(pretrained, scratch)
     return TextClassifierNet(encoder, n_classes, dropout), tokenizer
 
 
@@ -200,10 +206,13 @@ def tokenize(
 
 
 def make_optimizer(net: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """AdamW without decay on biases and LayerNorm weights (the usual BERT recipe)."""
+    """AdamW without decay on biases and LayerNorm weights (the usual BERT recipe); frozen
+    parameters (``requires_grad=False``) are left out."""
     decay: list[torch.nn.Parameter] = []
     no_decay: list[torch.nn.Parameter] = []
     for name, p in net.named_parameters():
+        if not p.requires_grad:
+            continue
         (no_decay if p.ndim < 2 or "LayerNorm" in name else decay).append(p)
     groups = [
         {"params": decay, "weight_decay": weight_decay},
@@ -234,15 +243,21 @@ def train_step(
     tokenizer: Any,
     batch: Batch,
     max_length: int,
+    scheduler: Any = None,
+    amp: Amp | None = None,
 ) -> float:
-    """One forward/backward/update on one batch; returns the batch loss."""
+    """One forward/backward/update on one batch (then one LR-scheduler step); returns the
+    batch loss. ``amp`` runs the forward pass under autocast (bf16/fp16)."""
     texts, labels = batch
     device = device_of(net)
-    logits = net(**tokenize(tokenizer, texts, max_length, device))
-    loss = loss_fn(logits, torch.tensor(np.asarray(labels), dtype=torch.long, device=device))
+    amp = amp or Amp()
+    with amp.autocast():
+        logits = net(**tokenize(tokenizer, texts, max_length, device))
+        loss = loss_fn(logits, torch.tensor(np.asarray(labels), dtype=torch.long, device=device))
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    amp.backward_and_step(loss, optimizer)
+    if scheduler is not None:
+        scheduler.step()
     return float(loss.detach())
 
 
@@ -272,6 +287,8 @@ def train_loop(
     state: LoopState | None = None,
     hooks: LoopHooks | None = None,
     world_size: int = 1,
+    scheduler: Any = None,
+    amp: Amp | None = None,
 ) -> LoopState:
     """Train from ``state`` until ``epochs`` are done or ``max_steps`` steps were taken.
 
@@ -291,7 +308,9 @@ def train_loop(
         for i, (batch, last) in enumerate(_with_last(batches(epoch))):
             if i < skip:
                 continue
-            losses.append(train_step(net, optimizer, loss_fn, tokenizer, batch, max_length))
+            losses.append(
+                train_step(net, optimizer, loss_fn, tokenizer, batch, max_length, scheduler, amp)
+            )
             rows += len(batch[0]) * world_size  # samples seen by all workers
             state.step += 1
             state.step_in_epoch += 1

@@ -171,6 +171,7 @@ def train_models(card: DesignCard, workdir: Workdir, only: list[str] | None = No
             val,
             out_dir=workdir.root / "train" / spec.name,
             storage_path=str(workdir.root / "ray_results"),
+            workdir=workdir,
         )
         seconds = time.perf_counter() - started
         metrics = dict(getattr(transformer, "train_metrics_", {}))

@@ -19,10 +19,12 @@ import hashlib
 import json
 import logging
 import math
+import os
 import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,7 @@ import torch
 from safetensors.torch import load_file
 
 from mlsd_ray.errors import CardError, ModelError
+from mlsd_ray.models.amp import Amp
 from mlsd_ray.models.transformer import (
     WEIGHTS,
     Batch,
@@ -39,8 +42,8 @@ from mlsd_ray.models.transformer import (
     LoopState,
     TextClassifierNet,
     TransformerTextClassifier,
-    build_net,
     class_weights,
+    device_of,
     evaluate,
     frame_batches,
     load_net,
@@ -50,13 +53,15 @@ from mlsd_ray.models.transformer import (
     train_loop,
     unwrap,
 )
+from mlsd_ray.settings import Workdir
 from mlsd_ray.spec import DesignCard, ModelSpec
 from mlsd_ray.train.metrics import roc_auc
+from mlsd_ray.train.recipe import initial_net, make_scheduler, resolve_warm_start, total_steps
+from mlsd_ray.train.train_state import restore_train_state, save_train_state
 
 log = logging.getLogger(__name__)
 
 LABEL = "label"
-OPTIMIZER = "optimizer.pt"
 LOOP_STATE = "loop_state.json"
 #: Settings that change what a training step computes; a run name hashes them with the data.
 FINGERPRINT_FIELDS = (
@@ -68,6 +73,11 @@ FINGERPRINT_FIELDS = (
     "seed",
     "class_weight",
     "dropout",
+    "fine_tune",
+    "warm_start_from",
+    "lr_schedule",
+    "warmup_steps",
+    "precision",
 )
 
 
@@ -99,29 +109,32 @@ def run_fingerprint(params: dict[str, Any], train: pd.DataFrame, val: pd.DataFra
 
 
 # Checkpoints ------------------------------------------------------------------------------
+@dataclass
+class Run:
+    """The live objects of a training process, and what a checkpoint saves of them."""
+
+    model: torch.nn.Module  # the net, DDP-wrapped in a Ray worker
+    net: TextClassifierNet
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    amp: Amp
+    tokenizer: Any
+    state: LoopState
+
+
 def write_checkpoint(
-    path: Path,
-    net: torch.nn.Module,
-    tokenizer: Any,
-    head: dict[str, Any],
-    optimizer: torch.optim.Optimizer,
-    state: LoopState,
-    metrics: dict[str, Any],
+    path: Path, run: Run, head: dict[str, Any], state: LoopState, metrics: dict[str, Any]
 ) -> None:
-    """A loadable model package plus what resuming needs (optimizer, loop state)."""
-    save_net(path, unwrap(net), tokenizer, head)
-    torch.save(optimizer.state_dict(), path / OPTIMIZER)
+    """A loadable model package plus what resuming needs: the loop state (data position) and
+    the optimizer, scheduler, GradScaler and RNG states (`train_state`)."""
+    save_net(path, unwrap(run.net), run.tokenizer, head)
+    save_train_state(path, run.optimizer, run.scheduler, run.amp.scaler)
     (path / LOOP_STATE).write_text(json.dumps({**state.to_dict(), "metrics": metrics}, indent=2))
 
 
 def restore_weights(path: Path, net: TextClassifierNet) -> LoopState:
     net.load_state_dict(load_file(str(path / WEIGHTS)))
     return LoopState.from_dict(json.loads((path / LOOP_STATE).read_text()))
-
-
-def restore_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
-    # weights_only: the restricted unpickler, which loads tensors and plain containers only.
-    optimizer.load_state_dict(torch.load(path / OPTIMIZER, weights_only=True, map_location="cpu"))
 
 
 # Hooks: validate, checkpoint, publish ------------------------------------------------------
@@ -133,26 +146,27 @@ class _CheckpointHooks(LoopHooks):
 
     def __init__(
         self,
-        net: torch.nn.Module,
-        optimizer: torch.optim.Optimizer,
-        tokenizer: Any,
+        run: Run,
         head: dict[str, Any],
         params: dict[str, Any],
         validation: Callable[[], tuple[list[str], np.ndarray]] | None,
         resumed_from_step: int,
     ) -> None:
-        self.net, self.optimizer, self.tokenizer, self.head = net, optimizer, tokenizer, head
+        self.run, self.net, self.tokenizer, self.head = run, run.model, run.tokenizer, head
         self.every = int(params.get("checkpoint_every_steps", 50))
         self.max_length = int(params.get("max_length", 64))
         self.validation = validation
         self.resumed_from_step = resumed_from_step
         self.last_checkpoint_step = resumed_from_step
         self.reports = 0
+        self.progress = ProgressLog.from_params(params)
 
     def after_step(self, state: LoopState, loss: float, last_in_epoch: bool) -> None:
         # The end of an epoch checkpoints anyway (with validation); do not save twice.
-        if state.step % self.every == 0 and not last_in_epoch:
+        saved = state.step % self.every == 0 and not last_in_epoch
+        if saved:
             self._save(state, {"train_loss": loss})
+        self.progress.write(state, loss, checkpoint=saved or last_in_epoch)
 
     def after_epoch(self, state: LoopState, train_loss: float, stats: dict[str, float]) -> None:
         metrics: dict[str, Any] = {"train_loss": train_loss, **stats}
@@ -177,9 +191,7 @@ class _CheckpointHooks(LoopHooks):
 
     def _writer(self, state: LoopState, metrics: dict[str, Any]) -> Callable[[Path], None]:
         def write(path: Path) -> None:
-            write_checkpoint(
-                path, self.net, self.tokenizer, self.head, self.optimizer, state, metrics
-            )
+            write_checkpoint(path, self.run, self.head, state, metrics)
 
         return write
 
@@ -196,12 +208,34 @@ def _is_nan(v: Any) -> bool:
     return isinstance(v, float) and math.isnan(v)
 
 
+@dataclass
+class ProgressLog:
+    """One JSON line per optimizer step (pid, rank, step, loss, checkpoint) appended to
+    ``params["progress_file"]`` when set: to watch a run from outside, and for the test that
+    kills a worker and counts the steps it re-does."""
+
+    path: Path | None
+    rank: int = 0
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> ProgressLog:
+        where = params.get("progress_file")
+        return cls(Path(where) if where else None)
+
+    def write(self, state: LoopState, loss: float, checkpoint: bool) -> None:
+        if self.path is None:
+            return
+        line = {"pid": os.getpid(), "rank": self.rank, **state.to_dict(), "loss": loss}
+        with self.path.open("a") as f:
+            f.write(json.dumps({**line, "checkpoint": checkpoint}) + "\n")
+
+
 class _RayHooks(_CheckpointHooks):
     """Every worker reports at the same steps (report is a barrier); rank 0 writes the files."""
 
     def __init__(self, *args: Any, rank: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.rank = rank
+        self.rank = self.progress.rank = rank
 
     def publish(
         self, metrics: dict[str, Any], write: Callable[[Path], None] | None, state: LoopState
@@ -243,26 +277,34 @@ class _LocalHooks(_CheckpointHooks):
 
 # The worker -------------------------------------------------------------------------------
 def _setup(
-    params: dict[str, Any], checkpoint_dir: Path | None, prepare: Callable[[Any], Any]
-) -> tuple[torch.nn.Module, TextClassifierNet, torch.optim.Optimizer, Any, LoopState]:
-    """Build the net, load a checkpoint's weights, wrap (DDP), then the optimizer and its state.
+    params: dict[str, Any],
+    checkpoint_dir: Path | None,
+    prepare: Callable[[Any], Any],
+    device: torch.device | None = None,
+) -> Run:
+    """Build the net (warm start, pretrained or scratch; frozen or not), load a checkpoint's
+    weights, wrap (DDP), then the optimizer, LR scheduler and GradScaler and their states.
 
-    The optimizer is made after ``prepare`` so its state lands on the device of the params.
-    """
-    net, tokenizer = build_net(
-        str(params["pretrained"]),
-        int(params["n_classes"]),
-        float(params.get("dropout", 0.1)),
-        int(params.get("seed", 0)),
-    )
+    The optimizer is made after ``prepare`` so its state lands on the device of the params;
+    RNG states are restored last, so that nothing after them draws random numbers."""
+    net, tokenizer = initial_net(params)
     state = restore_weights(checkpoint_dir, net) if checkpoint_dir else LoopState()
+    if device is not None:
+        net.to(device)
     model = prepare(net)
     optimizer = make_optimizer(
         unwrap(model), float(params["learning_rate"]), float(params["weight_decay"])
     )
+    scheduler = make_scheduler(
+        optimizer,
+        str(params.get("lr_schedule", "constant")),
+        int(params.get("warmup_steps", 0)),
+        int(params.get("total_steps") or 1),
+    )
+    amp = Amp.for_device(str(params.get("precision", "fp32")), device_of(model))
     if checkpoint_dir:
-        restore_optimizer(checkpoint_dir, optimizer)
-    return model, net, optimizer, tokenizer, state
+        restore_train_state(checkpoint_dir, optimizer, scheduler, amp.scaler)
+    return Run(model, unwrap(model), optimizer, scheduler, amp, tokenizer, state)
 
 
 def _head(params: dict[str, Any]) -> dict[str, Any]:
@@ -285,18 +327,17 @@ def train_worker(config: dict[str, Any]) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
 
+    # After a worker failure Ray Train restarts the group and this returns the latest
+    # checkpoint the controller registered; on a first start, the previous run's last one.
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            model, net, optimizer, tokenizer, state = _setup(
-                params, Path(folder), ray.train.torch.prepare_model
-            )
-        log.info("rank %d resumes from step %d (epoch %d)", rank, state.step, state.epoch)
+            run = _setup(params, Path(folder), ray.train.torch.prepare_model)
+        log.info("rank %d resumes from step %d (epoch %d)", rank, run.state.step, run.state.epoch)
     else:
-        model, net, optimizer, tokenizer, state = _setup(
-            params, None, ray.train.torch.prepare_model
-        )
-    loss_fn = make_loss(config["class_weights"]).to(next(net.parameters()).device)
+        run = _setup(params, None, ray.train.torch.prepare_model)
+    state = run.state
+    loss_fn = make_loss(config["class_weights"]).to(device_of(run.net))
     text, batch_size, seed = params["text_input"], int(params["batch_size"]), int(params["seed"])
     shard = ray.train.get_dataset_shard("train")
 
@@ -324,9 +365,7 @@ def train_worker(config: dict[str, Any]) -> None:
         return cache[0]
 
     hooks = _RayHooks(
-        model,
-        optimizer,
-        tokenizer,
+        run,
         _head(params),
         params,
         validation if rank == 0 else None,  # rank 0 scores the whole validation set
@@ -334,10 +373,10 @@ def train_worker(config: dict[str, Any]) -> None:
         rank=rank,
     )
     train_loop(
-        model,
-        optimizer,
+        run.model,
+        run.optimizer,
         loss_fn,
-        tokenizer,
+        run.tokenizer,
         batches,
         epochs=int(params["epochs"]),
         max_length=int(params["max_length"]),
@@ -345,6 +384,8 @@ def train_worker(config: dict[str, Any]) -> None:
         state=state,
         hooks=hooks,
         world_size=world,
+        scheduler=run.scheduler,
+        amp=run.amp,
     )
 
 
@@ -399,13 +440,15 @@ def _finished_result(name: str, storage_path: str, params: dict[str, Any]) -> An
     return result if done else None
 
 
-def _run_config(name: str, storage_path: str) -> Any:
+def _run_config(name: str, storage_path: str, max_failures: int = 2) -> Any:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig
 
     kwargs = _storage(storage_path)
     return RunConfig(
         name=name,
-        failure_config=FailureConfig(max_failures=2),
+        # A dead worker (or node) fails the group; Ray Train restarts it up to max_failures
+        # times and train_worker resumes from the latest registered checkpoint.
+        failure_config=FailureConfig(max_failures=max_failures),
         checkpoint_config=CheckpointConfig(num_to_keep=2),
         **kwargs,
     )
@@ -427,6 +470,8 @@ def _train_with_ray(
     if result is not None:
         log.info("run %s already finished at step %s; not retraining", name, result.metrics["step"])
     else:
+        if params.get("use_gpu"):
+            _require_gpus(int(params["num_workers"]))
         result = TorchTrainer(
             train_worker,
             train_loop_config={"params": params, "class_weights": weights},
@@ -435,7 +480,7 @@ def _train_with_ray(
                 use_gpu=bool(params.get("use_gpu", False)),
                 resources_per_worker={"CPU": int(params.get("cpus_per_worker", 1))},
             ),
-            run_config=_run_config(name, storage_path),
+            run_config=_run_config(name, storage_path, int(params.get("max_failures", 2))),
             datasets={
                 "train": ray.data.from_pandas(train),
                 "validation": ray.data.from_pandas(val),
@@ -462,24 +507,17 @@ def _train_in_driver(
 ) -> tuple[TextClassifierNet, Any, dict[str, Any]]:
     """``num_workers=0``: the same loop and checkpoints, in this process (for debugging)."""
     resume = folder if (folder / LOOP_STATE).is_file() else None
-    _, net, optimizer, tokenizer, state = _setup(params, resume, lambda m: m)
+    device = _driver_device(bool(params.get("use_gpu", False)))
+    run = _setup(params, resume, lambda m: m, device)
+    state = run.state
     text = params["text_input"]
     val_data = (val[text].tolist(), val[LABEL].to_numpy())
-    hooks = _LocalHooks(
-        net,
-        optimizer,
-        tokenizer,
-        _head(params),
-        params,
-        lambda: val_data,
-        state.step,
-        folder=folder,
-    )
+    hooks = _LocalHooks(run, _head(params), params, lambda: val_data, state.step, folder=folder)
     train_loop(
-        net,
-        optimizer,
-        make_loss(weights),
-        tokenizer,
+        run.net,
+        run.optimizer,
+        make_loss(weights).to(device),
+        run.tokenizer,
         frame_batches(
             train[text].tolist(),
             train[LABEL].to_numpy(),
@@ -491,6 +529,8 @@ def _train_in_driver(
         max_steps=params.get("max_steps"),
         state=state,
         hooks=hooks,
+        scheduler=run.scheduler,
+        amp=run.amp,
     )
     if not (folder / LOOP_STATE).is_file():
         raise ModelError("Training produced no checkpoint.", fix="check the train split")
@@ -498,6 +538,31 @@ def _train_in_driver(
         hooks.metrics = json.loads((folder / LOOP_STATE).read_text())["metrics"]
     final, tokenizer, _ = load_net(folder)
     return final, tokenizer, hooks.metrics
+
+
+def _driver_device(use_gpu: bool) -> torch.device:
+    if not use_gpu:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ModelError(
+            "trainer.use_gpu is true but this process sees no CUDA device.",
+            why=f"torch {torch.__version__} reports torch.cuda.is_available() == False",
+            fix="set `use_gpu: false`, or run on a machine with a GPU and a CUDA build of torch",
+        )
+    return torch.device("cuda")
+
+
+def _require_gpus(workers: int) -> None:
+    """Fail fast: Ray Train would otherwise wait for GPUs that the cluster does not have."""
+    import ray
+
+    gpus = float(ray.cluster_resources().get("GPU", 0))
+    if gpus < workers:
+        raise ModelError(
+            f"trainer.use_gpu is true with {workers} worker(s), but the Ray cluster has "
+            f"{gpus:g} GPU(s).",
+            fix="set `use_gpu: false`, lower `num_workers`, or add GPU nodes to the cluster",
+        )
 
 
 def train_transformer(
@@ -509,17 +574,23 @@ def train_transformer(
     storage_path: str,
     *,
     run_name: str | None = None,
+    workdir: Workdir | None = None,
 ) -> TransformerTextClassifier:
     """Fine-tune ``spec`` on the splits; returns the fitted model read from the last checkpoint.
 
     ``storage_path`` (local or ``s3://``) holds Ray Train's run folders; ``out_dir`` the driver's
     checkpoint when ``num_workers == 0``. ``model.train_metrics_`` holds the last report
     (step, epoch, train/val loss, val_roc_auc, samples_per_s, resumed_from_step).
+    ``workdir`` holds the registry that ``warm_start: champion`` fetches from.
     """
     params = transformer_params(spec, card)
     train, val = _frames(params, train_df, val_df)
     if len(train) == 0:
         raise ModelError(f"models.{spec.name}: the training split is empty.")
+    warm = resolve_warm_start(params.get("warm_start"), card, workdir)
+    if warm is not None:
+        params["warm_start_from"], params["warm_start_dir"] = warm[0], str(warm[1])
+    params["total_steps"] = total_steps(params, len(train))
     name = run_name or f"{card.name}-{spec.name}-{run_fingerprint(params, train, val)}"
     weights = class_weights(
         train[LABEL].to_numpy(), int(params["n_classes"]), str(params["class_weight"])
