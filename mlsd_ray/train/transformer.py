@@ -226,6 +226,7 @@ class ProgressLog:
         if self.path is None:
             return
         line = {"pid": os.getpid(), "rank": self.rank, **state.to_dict(), "loss": loss}
+        line["time"] = time.time()
         with self.path.open("a") as f:
             f.write(json.dumps({**line, "checkpoint": checkpoint}) + "\n")
 
