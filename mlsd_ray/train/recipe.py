@@ -6,7 +6,9 @@
   that shows what pretraining is worth).
 * ``warm_start``: continual learning. Start from the weights of a trained package, the
   registry's ``champion`` (or ``challenger``) or a package folder, and train on new data;
-  the architecture and tokenizer come from that package, not from ``pretrained``.
+  the architecture and tokenizer come from that package, not from ``pretrained``. Workers
+  read the package from the driver's path (the workdir's registry cache), so on a multi-node
+  cluster the workdir must be on a shared filesystem.
 * ``lr_schedule``: ``constant`` or ``linear`` (warmup then linear decay to 0, the BERT recipe).
 """
 

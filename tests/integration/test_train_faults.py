@@ -78,7 +78,9 @@ def test_a_killed_worker_is_restarted_and_resumes_from_the_last_checkpoint(
     storage = tmp_path / "runs"
     killed: dict[str, Any] = {}
     watcher = threading.Thread(
-        target=_kill_after_first_checkpoint, args=(progress, storage / "killed", killed)
+        target=_kill_after_first_checkpoint,
+        args=(progress, storage / "killed", killed),
+        daemon=True,  # a failed fit must not leave pytest waiting for the watcher
     )
     watcher.start()
     spec = card.models.candidates[0]
@@ -86,7 +88,7 @@ def test_a_killed_worker_is_restarted_and_resumes_from_the_last_checkpoint(
     model = train_transformer(
         spec, card, split(1000, 5), split(40, 6), tmp_path, str(storage), run_name="killed"
     )
-    watcher.join()
+    watcher.join(timeout=10)
     assert "error" not in killed, killed["error"]
 
     m = model.train_metrics_
