@@ -74,9 +74,7 @@ def main() -> None:
         "max_length": args.max_length,
         "samples_per_setting": samples,
         "samples_per_s": {f"{m}/{p}": round(samples / s, 2) for (m, p), s in seconds.items()},
-        "vs_full_fp32": {
-            f"{m}/{p}": round(samples / s / base, 2) for (m, p), s in seconds.items()
-        },
+        "vs_full_fp32": {f"{m}/{p}": round(samples / s / base, 2) for (m, p), s in seconds.items()},
     }
     print(json.dumps(out, indent=2))
     if args.json:
