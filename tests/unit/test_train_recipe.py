@@ -179,3 +179,17 @@ def test_gpu_training_with_mixed_precision(tmp_path: Path, precision: str) -> No
     m = model.train_metrics_
     assert m["step"] == 4 and np.isfinite(m["train_loss"]) and m["val_roc_auc"] >= 0
     assert model.predict_proba(split(5, 3)).shape == (5, 2)
+
+
+def test_legacy_checkpoints_restore_the_optimizer_only(tmp_path: Path) -> None:
+    """Checkpoints written before train_state existed hold optimizer.pt (read weights_only)."""
+    net, _ = build_net("tiny", 2)
+    opt = make_optimizer(net, 1e-3, 0.01)
+    net(torch.randint(0, 100, (2, 5)), torch.ones(2, 5, dtype=torch.long)).sum().backward()
+    opt.step()
+    torch.save(opt.state_dict(), tmp_path / "optimizer.pt")
+    opt2 = make_optimizer(build_net("tiny", 2)[0], 1e-3, 0.01)
+    restore_train_state(tmp_path, opt2)
+    assert opt2.state_dict()["state"][0]["step"] == 1
+    with pytest.raises(ModelError, match=r"has no train_state\.json"):
+        restore_train_state(tmp_path / "nothing", opt2)
