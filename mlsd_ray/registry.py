@@ -48,8 +48,17 @@ def _client(workdir: Workdir) -> MlflowClient:
     import mlflow  # lazy: importing mlflow costs over a second
 
     workdir.root.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(workdir.tracking_uri)
-    return mlflow.MlflowClient(tracking_uri=workdir.tracking_uri)
+    uri = workdir.tracking_uri
+    # set_tracking_uri also exports MLFLOW_TRACKING_URI, which Workdir.tracking_uri honours as
+    # the user's choice: leave the variable as the user set it, or a second workdir in this
+    # process would silently write to the first one's store.
+    user_uri = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    if user_uri is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = user_uri
+    return mlflow.MlflowClient(tracking_uri=uri)
 
 
 def _experiment_id(client: MlflowClient, card: DesignCard, workdir: Workdir) -> str:
