@@ -65,6 +65,14 @@ def behaviour_lines(results: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _config(spec: Any) -> dict[str, Any]:
+    """The card's model spec; the Ray Train settings only for the kinds trained with them."""
+    config: dict[str, Any] = spec.model_dump(mode="json")
+    if spec.kind != "transformer":
+        config.pop("trainer", None)
+    return config
+
+
 def write_model_card(
     card: DesignCard,
     report: dict[str, Any],
@@ -87,7 +95,7 @@ def write_model_card(
         f"- **Purpose**: {card.requirements.business_objective}",
         f"- **Task**: {card.framing.ml_objective} Classes: {manifest.classes}.",
         f"- **Model**: kind `{manifest.kind}`, params `{manifest.params}`",
-        "- **Training configuration**: " + (f"`{spec.model_dump(mode='json')}`" if spec else "n/a"),
+        "- **Training configuration**: " + (f"`{_config(spec)}`" if spec else "n/a"),
         f"- **Trained on**: dataset version `{meta.get('dataset_version')}`, "
         f"`{meta.get('train_uri')}` ({meta.get('rows', {}).get('train')} rows), validated on "
         f"`{meta.get('validation_uri')}` ({meta.get('rows', {}).get('validation')} rows), "

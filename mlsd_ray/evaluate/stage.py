@@ -18,10 +18,10 @@ import numpy as np
 from mlsd_ray import storage
 from mlsd_ray.errors import DataError
 from mlsd_ray.evaluate.analysis import (
-    score_split,
     ensure_threshold,
     model_evidence,
     paired_comparisons,
+    score_split,
     select_within_budget,
 )
 from mlsd_ray.evaluate.gate import Evidence, decide
