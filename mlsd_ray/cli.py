@@ -176,13 +176,25 @@ def monitor(
 
 @app.command("registry")
 def registry_list(
-    card: CardArg, workdir: WorkdirOpt = Path(DEFAULT_WORKDIR), set_: SetOpt = None
+    card: CardArg,
+    workdir: WorkdirOpt = Path(DEFAULT_WORKDIR),
+    set_: SetOpt = None,
+    table: Annotated[
+        bool, typer.Option("--table", help="A table: metrics with their intervals, aliases.")
+    ] = False,
+    metrics: Annotated[
+        list[str] | None, typer.Option("--metric", help="Columns (default: the card's).")
+    ] = None,
 ) -> None:
     """List registered versions, their metrics and which alias points where."""
     from mlsd_ray import registry
 
     c, w = _setup(card, workdir, set_)
-    _emit([v.as_dict() for v in registry.list_versions(c, w)])
+    versions = registry.list_versions(c, w)
+    if table:
+        typer.echo(registry.format_versions(versions, metrics or list(c.evaluation.metrics)))
+    else:
+        _emit([{**v.as_dict(), "intervals": registry.metric_intervals(v)} for v in versions])
 
 
 @app.command()
