@@ -79,10 +79,8 @@ def _one(metric: OnlineMetric, rows: pd.DataFrame, threshold: float) -> dict[str
         sel = known & flagged
         n, value = int(sel.sum()), float((v[sel] == 1).mean()) if sel.any() else None
     elif metric.kind == "click_through_rate":
-        n, value = (
-            len(rows),
-            float(np.nan_to_num(v, nan=0.0).clip(0, 1).mean()) if len(rows) else None,
-        )
+        clicks = np.nan_to_num(v, nan=0.0).clip(0, 1)  # no feedback = no click
+        n, value = len(rows), float(clicks.mean()) if len(rows) else None
     else:  # mean
         n, value = int(known.sum()), float(v[known].mean()) if known.any() else None
     return {"value": value, "rows": n}
