@@ -43,7 +43,7 @@ def expected_calibration_error(y_true: np.ndarray, p_positive: np.ndarray, bins:
     y = np.asarray(y_true, dtype=np.float64)
     p = np.asarray(p_positive, dtype=np.float64)
     edges = np.linspace(0.0, 1.0, bins + 1)
-    idx = np.searchsorted(edges[1:-1], p, side="right")  # same binning as calibration_curve
+    idx = np.searchsorted(edges[1:-1], p)  # the binning of calibration_curve
     count = np.bincount(idx, minlength=bins)
     mean_p = np.bincount(idx, weights=p, minlength=bins)
     mean_y = np.bincount(idx, weights=y, minlength=bins)
