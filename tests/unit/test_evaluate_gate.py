@@ -81,7 +81,8 @@ def test_per_metric_per_slice_and_latency_rules_name_what_failed() -> None:
     assert any("p99 80.00 ms > budget 50" in r for r in d.reasons)
     # Priority accuracy: latency is reported, not a rule.
     ev.requirements = req.model_copy(update={"priority": "accuracy"})
-    assert "latency_p99" not in {r["rule"] for r in decide(gate, {"roc_auc": 0.9}, None, None, ev).rules}
+    rules = decide(gate, {"roc_auc": 0.9}, None, None, ev).rules
+    assert "latency_p99" not in {r["rule"] for r in rules}
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +114,10 @@ def test_behaviour_suite_runs_and_reports(toy_predictor: Predictor, tmp_path: Pa
     suite.write_text(
         """
 tests:
-  - {name: mft_pos, type: min_functionality, expect: positive, texts: ["i hate you", "go away idiot"]}
-  - {name: mft_wrong, type: min_functionality, expect: positive, texts: ["have a nice day"], gate: true}
+  - {name: mft_pos, type: min_functionality, expect: positive,
+     texts: ["i hate you", "go away idiot"]}
+  - {name: mft_wrong, type: min_functionality, expect: positive,
+     texts: ["have a nice day"], gate: true}
   - {name: inv_url, type: invariance, perturb: {add_url: true}, max_change: 0.3,
      texts: ["lovely weather", "stupid person"]}
   - {name: dir_insult, type: directional, perturb: {append: " idiot stupid person"},

@@ -200,13 +200,13 @@ def test_slices_select_rows_and_flag_weak_ones() -> None:
     y = np.array([1, 1, 0, 1, 1, 0])
     p = np.array([0.2, 0.9, 0.1, 0.8, 0.3, 0.4])  # the short positives are missed
     specs = [
-        Slice(name="short", column="text", length_max=5, metric="recall", min_value=0.5, min_rows=2),
+        Slice(name="short", column="text", length_max=5, min_value=0.5, min_rows=2),
         Slice(name="url", column="text", pattern="http|www", metric="recall", min_value=0.5),
     ]
     out = {s["slice"]: s for s in slice_metrics(specs, frame, y, p, 0.5)}
     assert out["short"]["value"] == 0.0 and out["short"]["flagged"]
     assert out["url"]["value"] == 1.0 and not out["url"]["flagged"] and out["url"]["too_small"]
-    assert out["short"]["metrics"]["recall"] == skm.recall_score(y[:1].tolist() + [1, 0], [0, 0, 0])
+    assert out["short"]["metrics"]["recall"] == skm.recall_score([1, 1, 0], [0, 0, 0])
 
 
 def test_slice_spec_needs_exactly_one_selector() -> None:
