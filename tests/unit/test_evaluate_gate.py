@@ -177,3 +177,22 @@ def test_online_metrics_from_the_prediction_log(tmp_path: Path) -> None:
 
     with pytest.raises(DataError, match="repeats the key"):
         online_metrics(metrics, log, pd.concat([feedback, feedback]), 0.5)
+
+
+def test_cli_online_reads_the_workdirs_log(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from mlsd_ray.cli import app
+
+    card = REPO / "systems" / "harmful_content.yaml"
+    with PredictionLogger(str(tmp_path / "work" / "predictions"), fields={"text": "text"}) as lg:
+        lg.log("a", [{"text": "x"}, {"text": "y"}], [0.95, 0.1], "3")
+    feedback = tmp_path / "feedback.csv"
+    feedback.write_text("request_id,position,label\na,0,1\na,1,1\n")
+    args = ["online", str(card), "--workdir", str(tmp_path / "work")]
+    result = CliRunner().invoke(app, [*args, "--feedback", str(feedback), "--threshold", "0.5"])
+    assert result.exit_code == 0, result.output
+    out = (tmp_path / "work" / "reports" / "online" / "online_metrics.json").read_text()
+    assert '"harmful_caught"' in out and '"value": 0.5' in out  # one of two harmful caught
+    missing = CliRunner().invoke(app, [*args, "--feedback", str(tmp_path / "nope.csv")])
+    assert missing.exit_code != 0
