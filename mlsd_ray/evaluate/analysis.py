@@ -43,6 +43,8 @@ def ensure_threshold(
     it in the package manifest (which serving reads). ``fixed`` keeps the card's threshold."""
     objective = card.evaluation.threshold_objective
     manifest = read_manifest(model_dir)
+    if card.framing.category != "binary":  # thresholds are for binary decisions
+        return {"rule": "fixed", "threshold": card.evaluation.threshold, "met": True}
     if objective.rule == "fixed":
         choice = choose_threshold(objective, np.zeros(0), np.zeros(0), card.evaluation.threshold)
     else:
@@ -72,15 +74,15 @@ def model_evidence(
 ) -> dict[str, Any]:
     """Intervals, slices, latency (and behavioural tests) of one scored model."""
     ev = card.evaluation
-    y = frame[LABEL].to_numpy()
-    p = frame[PROBABILITY].to_numpy(dtype=np.float64)
-    out: dict[str, Any] = {
-        "threshold": threshold,
-        "intervals": confidence_intervals(
-            y, p, threshold, ev.bootstrap.n_resamples, ev.bootstrap.confidence, ev.bootstrap.seed
-        ),
-        "slices": slice_metrics(ev.slices, frame, y, p, threshold),
-    }
+    out: dict[str, Any] = {"threshold": threshold, "intervals": {}, "slices": []}
+    if card.framing.category == "binary":  # intervals and slices of binary metrics
+        y = frame[LABEL].to_numpy()
+        p = frame[PROBABILITY].to_numpy(dtype=np.float64)
+        boot = ev.bootstrap
+        out["intervals"] = confidence_intervals(
+            y, p, threshold, boot.n_resamples, boot.confidence, boot.seed
+        )
+        out["slices"] = slice_metrics(ev.slices, frame, y, p, threshold)
     predictor = Predictor(model_dir, version)
     instances = frame[card.feature_names].head(50).to_dict(orient="records")
     out["latency"] = measure_latency(
@@ -102,7 +104,7 @@ def paired_comparisons(
 ) -> dict[str, dict[str, Any]]:
     """Challenger - champion intervals for the gate's metrics, on the same rows."""
     gate, boot = card.evaluation.gate, card.evaluation.bootstrap
-    if boot.n_resamples == 0 or not gate.use_intervals:
+    if boot.n_resamples == 0 or not gate.use_intervals or card.framing.category != "binary":
         return {}
     joined = _align(candidate, champion)
     if joined is None:
