@@ -3,6 +3,8 @@ scikit-learn on their resamples; thresholds meet their objectives; slices select
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -217,7 +219,8 @@ def test_slice_spec_needs_exactly_one_selector() -> None:
         Slice(name="x", column="text", pattern="a", length_max=3)
     with pytest.raises(ValueError, match="not a regex"):
         Slice(name="x", column="text", pattern="(")
-    card = load_card("systems/harmful_content.yaml").model_dump(mode="json")
+    repo = Path(__file__).resolve().parents[2]
+    card = load_card(repo / "systems" / "harmful_content.yaml").model_dump(mode="json")
     card["evaluation"]["gate"]["rules"] = [{"metric": "recall", "slice": "nope", "min_value": 0.1}]
     with pytest.raises(CardError, match="no such slice"):
         card_from_dict(card)
