@@ -338,7 +338,8 @@ class Gate(_Strict):
 
     metric: Metric = "roc_auc"
     min_value: float = 0.0  # absolute floor on the test split
-    #: The candidate must beat the current champion (on the same test split) by this much.
+    #: The candidate must beat the current champion (on the same test split) by this much;
+    #: 0 = strictly better, negative = a tolerated loss (e.g. -0.01 for a much faster model).
     min_improvement: float = 0.0
     must_beat_baseline: bool = True
     #: ``absolute``: challenger - champion >= min_improvement; ``relative``: that difference

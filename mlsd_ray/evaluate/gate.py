@@ -77,8 +77,9 @@ def decide(
         else:
             c = champion[m]
             need = _needed(c, gate.min_improvement, gate.improvement)
-            op = ">=" if gate.min_improvement > 0 else ">"
-            ok = value >= need if gate.min_improvement > 0 else value > c
+            # 0 means "strictly better"; a negative margin tolerates a loss that small.
+            op = ">=" if gate.min_improvement != 0 else ">"
+            ok = value >= need if gate.min_improvement != 0 else value > c
             rule(
                 "beats_champion",
                 ok,
@@ -110,8 +111,8 @@ def _interval_rule(metric: str, min_improvement: float, cmp: dict[str, Any]) -> 
     if cmp["interval"] is None:
         return False, f"{metric}: the {unit}improvement has no interval (one class in resamples)"
     lo, hi = cmp["interval"]
-    ok = lo >= min_improvement if min_improvement > 0 else lo > 0
-    op = ">=" if min_improvement > 0 else ">"
+    ok = lo >= min_improvement if min_improvement != 0 else lo > 0
+    op = ">=" if min_improvement != 0 else ">"
     pct = round(cmp["confidence"] * 100)
     return ok, (
         f"{metric} {unit}improvement over champion {cmp['mean']:+.4f}, {pct}% CI "

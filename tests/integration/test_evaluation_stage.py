@@ -83,6 +83,14 @@ def test_registry_lists_intervals_and_keeps_the_model_card(evaluated) -> None:
     iv = registry.metric_intervals(info)["roc_auc"]
     assert iv["ci_low"] is not None and iv["ci_low"] <= iv["value"] <= iv["ci_high"]
     assert info.metrics["test_latency_p99_ms"] > 0
+    # The model card travels with the version: as its description and as a run artifact.
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=workdir.tracking_uri)
+    mv = client.get_model_version(card.registered_model_name, info.version)
+    assert mv.description.startswith("# Model card: harmful_content / tfidf_logreg")
+    arts = [a.path for a in client.list_artifacts(info.run_id, "model_card")]
+    assert arts == ["model_card/model_card.md"]
     from typer.testing import CliRunner
 
     from mlsd_ray.cli import app

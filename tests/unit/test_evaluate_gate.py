@@ -196,3 +196,10 @@ def test_cli_online_reads_the_workdirs_log(tmp_path: Path) -> None:
     assert '"harmful_caught"' in out and '"value": 0.5' in out  # one of two harmful caught
     missing = CliRunner().invoke(app, [*args, "--feedback", str(tmp_path / "nope.csv")])
     assert missing.exit_code != 0
+
+
+def test_negative_margin_tolerates_a_small_loss() -> None:
+    gate = Gate(min_improvement=-0.01, use_intervals=False, must_beat_baseline=False)
+    assert decide(gate, {"roc_auc": 0.895}, None, {"roc_auc": 0.9}).passed
+    assert not decide(gate, {"roc_auc": 0.88}, None, {"roc_auc": 0.9}).passed
+    assert not decide(Gate(use_intervals=False), {"roc_auc": 0.9}, None, {"roc_auc": 0.9}).passed
