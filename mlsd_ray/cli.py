@@ -176,13 +176,25 @@ def monitor(
 
 @app.command("registry")
 def registry_list(
-    card: CardArg, workdir: WorkdirOpt = Path(DEFAULT_WORKDIR), set_: SetOpt = None
+    card: CardArg,
+    workdir: WorkdirOpt = Path(DEFAULT_WORKDIR),
+    set_: SetOpt = None,
+    table: Annotated[
+        bool, typer.Option("--table", help="A table: metrics with their intervals, aliases.")
+    ] = False,
+    metrics: Annotated[
+        list[str] | None, typer.Option("--metric", help="Columns (default: the card's).")
+    ] = None,
 ) -> None:
     """List registered versions, their metrics and which alias points where."""
     from mlsd_ray import registry
 
     c, w = _setup(card, workdir, set_)
-    _emit([v.as_dict() for v in registry.list_versions(c, w)])
+    versions = registry.list_versions(c, w)
+    if table:
+        typer.echo(registry.format_versions(versions, metrics or list(c.evaluation.metrics)))
+    else:
+        _emit([{**v.as_dict(), "intervals": registry.metric_intervals(v)} for v in versions])
 
 
 @app.command()
@@ -213,6 +225,48 @@ def rollback(
 
     c, w = _setup(card, workdir, set_)
     _emit(registry.rollback(c, w, alias).as_dict())
+
+
+@app.command()
+def online(
+    card: CardArg,
+    feedback: Annotated[
+        str, typer.Option(help="Feedback file (CSV/Parquet/JSONL) keyed by request_id.")
+    ],
+    workdir: WorkdirOpt = Path(DEFAULT_WORKDIR),
+    set_: SetOpt = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(help="Decision threshold (default: the champion's, else the card's)."),
+    ] = None,
+) -> None:
+    """Online metrics named in the card, from the prediction log joined with feedback."""
+    from mlsd_ray.monitor.log import read_prediction_log
+    from mlsd_ray.monitor.online import online_metrics, read_feedback
+
+    c, w = _setup(card, workdir, set_)
+    if threshold is None:
+        threshold = _champion_threshold(c, w)
+    result = online_metrics(
+        c.evaluation.online_metrics,
+        read_prediction_log(w.prediction_log_uri(c)),
+        read_feedback(feedback),
+        threshold,
+    )
+    out = w.reports / "online" / "online_metrics.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    _emit(result)
+
+
+def _champion_threshold(card: DesignCard, workdir: Workdir) -> float:
+    from mlsd_ray import registry
+    from mlsd_ray.models.package import read_manifest
+
+    if registry.get_alias(card, workdir, registry.CHAMPION) is None:
+        return card.evaluation.threshold
+    _, path = registry.fetch_model(card, workdir, registry.CHAMPION)
+    return read_manifest(path).threshold
 
 
 def main() -> None:

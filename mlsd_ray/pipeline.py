@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 from mlsd_ray import storage
@@ -53,6 +54,14 @@ def register(
     name = report["candidate"]
     manifest = read_manifest(workdir.model_dir(name))
     metrics = {k: v for k, v in report["metrics"][name].items() if isinstance(v, (int, float))}
+    # Intervals, threshold and latency travel with the version (mlsd registry shows them).
+    analysis = report.get("analysis", {}).get(name, {})
+    for m, ci in analysis.get("intervals", {}).items():
+        if ci:
+            metrics[f"{m}_ci_low"], metrics[f"{m}_ci_high"] = ci
+    for key in ("p50_ms", "p99_ms"):
+        if key in analysis.get("latency", {}):
+            metrics[f"latency_{key}"] = analysis["latency"][key]
     out_dir = workdir.reports / "evaluation"
     info = registry.log_and_register(
         card,
@@ -70,6 +79,8 @@ def register(
         },
     )
     registry.set_alias(card, workdir, registry.CHALLENGER, info.version)
+    if report.get("model_card"):
+        registry.attach_model_card(card, workdir, info.version, Path(report["model_card"]))
     previous = report.get("champion")
     if report["gate"]["passed"]:
         registry.set_alias(card, workdir, registry.CHAMPION, info.version)

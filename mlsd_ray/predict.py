@@ -103,6 +103,15 @@ class Predictor:
         proba = self.model.predict_proba(frame)
         return proba[:, 1] if self.manifest.category == "binary" else proba
 
+    def labels(self, scores: np.ndarray) -> list[str]:
+        """Class names for scores from ``predict_frame``: binary at the manifest's threshold
+        (the one evaluation chose for the business objective), multiclass by argmax."""
+        scores = np.asarray(scores)
+        classes = self.manifest.classes
+        if scores.ndim == 1:
+            return [classes[1] if s >= self.threshold else classes[0] for s in scores]
+        return [classes[i] for i in scores.argmax(axis=1)]
+
     def predict(self, instances: list[Any]) -> list[Any]:
         return self.predict_frame(self.to_frame(instances)).tolist()
 

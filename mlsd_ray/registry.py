@@ -230,6 +230,52 @@ def rollback(card: DesignCard, workdir: Workdir, alias: str = CHAMPION) -> Versi
     return _info(client, card.registered_model_name, target)
 
 
+def attach_model_card(card: DesignCard, workdir: Workdir, version: str, path: Path) -> None:
+    """Log the model card with the version's run (``model_card/``) and make it the version's
+    description, so the registry UI shows it beside the version."""
+    client = _client(workdir)
+    _require_version(client, card, version)
+    mv = client.get_model_version(card.registered_model_name, version)
+    client.log_artifact(str(mv.run_id), str(path), artifact_path="model_card")
+    client.update_model_version(
+        card.registered_model_name, version, description=Path(path).read_text()[:5000]
+    )
+
+
+def metric_intervals(info: VersionInfo) -> dict[str, dict[str, float | None]]:
+    """``test_<m>`` metrics with their ``test_<m>_ci_low/high`` bounds, as logged by register."""
+    out: dict[str, dict[str, float | None]] = {}
+    for key, value in info.metrics.items():
+        if key.startswith("test_") and not key.endswith(("_ci_low", "_ci_high")):
+            out[key[5:]] = {
+                "value": value,
+                "ci_low": info.metrics.get(f"{key}_ci_low"),
+                "ci_high": info.metrics.get(f"{key}_ci_high"),
+            }
+    return out
+
+
+def format_versions(versions: list[VersionInfo], metrics: list[str]) -> str:
+    """A plain-text table: version, model, aliases, gate, metrics with intervals."""
+    header = ["version", "model", "aliases", "gate", *metrics]
+    rows = [header]
+    for v in versions:
+        iv = metric_intervals(v)
+        cells = []
+        for m in metrics:
+            e = iv.get(m)
+            if e is None:
+                cells.append("-")
+            elif e["ci_low"] is not None and e["ci_high"] is not None:
+                cells.append(f"{e['value']:.3f} [{e['ci_low']:.3f}, {e['ci_high']:.3f}]")
+            else:
+                cells.append(f"{e['value']:.3f}")
+        gate = v.tags.get("mlsd.gate", "-")
+        rows.append([v.version, v.model_name, ",".join(v.aliases) or "-", gate, *cells])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
+
+
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():

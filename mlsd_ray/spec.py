@@ -348,20 +348,176 @@ class Models(_Strict):
 Metric = Literal["precision", "recall", "f1", "accuracy", "roc_auc", "pr_auc"]
 
 
+class GateRule(_Strict):
+    """One more gate rule, on any metric, over the whole test split or one slice, e.g.
+    ``{metric: recall, min_value: 0.6}`` or ``{metric: roc_auc, slice: with_url, min_value: 0.7}``
+    or ``{metric: f1, min_improvement: 0.01}`` (against the champion on the same rows)."""
+
+    metric: Metric
+    #: A slice name from ``evaluation.slices`` (for ``each_value`` slices: ``NAME=VALUE``).
+    slice: str | None = None
+    min_value: float | None = None
+    min_improvement: float | None = None
+
+
 class Gate(_Strict):
     """When may a candidate take the `champion` alias?"""
 
     metric: Metric = "roc_auc"
     min_value: float = 0.0  # absolute floor on the test split
-    #: The candidate must beat the current champion (on the same test split) by this much.
+    #: The candidate must beat the current champion (on the same test split) by this much;
+    #: 0 = strictly better, negative = a tolerated loss (e.g. -0.01 for a much faster model).
     min_improvement: float = 0.0
     must_beat_baseline: bool = True
+    #: ``absolute``: challenger - champion >= min_improvement; ``relative``: that difference
+    #: divided by the champion's value, e.g. ``min_improvement: 0.02`` = 2 % better.
+    improvement: Literal["absolute", "relative"] = "absolute"
+    #: Compare with the champion through a paired bootstrap: the improvement's lower confidence
+    #: bound (not its point estimate) must reach ``min_improvement``. False = point estimates.
+    use_intervals: bool = True
+    #: Extra rules per metric and per slice, e.g. ``[{metric: recall, min_value: 0.6}]``.
+    rules: list[GateRule] = Field(default_factory=list)
+
+
+class Slice(_Strict):
+    """A subset of the test rows with its own metrics, e.g.
+    ``{name: short, column: text, length_max: 40}``, ``{name: with_url, column: text,
+    pattern: "https?://"}``, ``{name: returning, column: VisitorType, equals:
+    [Returning_Visitor]}``, ``{name: month, column: Month, each_value: true}``,
+    ``{name: busy, column: ProductRelated, min: 20}``. Exactly one way of selecting."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
+    column: str
+    #: Rows whose value (as a string, stripped) is one of these.
+    equals: list[str] | None = None
+    #: Rows whose value matches this regular expression (``re.search``, case-insensitive).
+    pattern: str | None = None
+    #: Text length in characters: inclusive bounds.
+    length_min: int | None = Field(None, ge=0)
+    length_max: int | None = Field(None, ge=0)
+    #: Numeric value: inclusive bounds.
+    min: float | None = None
+    max: float | None = None
+    #: One slice per distinct value of the column (named ``NAME=VALUE``).
+    each_value: bool = False
+    #: The metric to watch on this slice and the value under which the slice is flagged.
+    metric: Metric = "recall"
+    min_value: float | None = None
+    #: Slices with fewer rows are reported but never flagged: their metrics are noise.
+    min_rows: int = Field(20, ge=1)
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> Slice:
+        ways = {
+            "equals": self.equals is not None,
+            "pattern": self.pattern is not None,
+            "length": self.length_min is not None or self.length_max is not None,
+            "range": self.min is not None or self.max is not None,
+            "each_value": self.each_value,
+        }
+        chosen = [k for k, v in ways.items() if v]
+        if len(chosen) != 1:
+            raise ValueError(
+                f"slice {self.name!r} needs exactly one of equals, pattern, length_min/length_max, "
+                f"min/max, each_value; got {chosen or 'none'}"
+            )
+        if self.pattern is not None:
+            import re
+
+            try:
+                re.compile(self.pattern)
+            except re.error as err:
+                raise ValueError(f"slice {self.name!r}: pattern is not a regex ({err})") from None
+        return self
+
+
+class ThresholdObjective(_Strict):
+    """How the decision threshold is chosen on the validation split, e.g.
+    ``{rule: max_recall_at_precision, min_precision: 0.9}``, ``{rule: best_f1}`` or
+    ``{rule: expected_value, value_tp: 5, value_fp: -1, value_fn: -10}``."""
+
+    #: ``fixed`` keeps ``evaluation.threshold``.
+    rule: Literal["fixed", "best_f1", "max_recall_at_precision", "expected_value"] = "fixed"
+    #: For ``max_recall_at_precision``: the precision the threshold must keep.
+    min_precision: float | None = Field(None, gt=0, le=1)
+    #: For ``expected_value``: the value (negative = cost) of each outcome per prediction.
+    value_tp: float = 0.0
+    value_fp: float = 0.0
+    value_fn: float = 0.0
+    value_tn: float = 0.0
+
+    @model_validator(mode="after")
+    def _needs(self) -> ThresholdObjective:
+        if self.rule == "max_recall_at_precision" and self.min_precision is None:
+            raise ValueError("rule max_recall_at_precision needs min_precision, e.g. 0.9")
+        if self.rule == "expected_value" and not any(
+            (self.value_tp, self.value_fp, self.value_fn, self.value_tn)
+        ):
+            raise ValueError("rule expected_value needs value_tp/value_fp/value_fn/value_tn")
+        return self
+
+
+class Bootstrap(_Strict):
+    """Bootstrap confidence intervals of the headline metrics (seeded, vectorised)."""
+
+    n_resamples: int = Field(500, ge=0)  # 0 = no intervals
+    confidence: float = Field(0.95, gt=0, lt=1)
+    seed: int = 0
+
+
+class LatencyCheck(_Strict):
+    """Single-replica prediction latency, measured beside the metrics: one-row requests to
+    the ``Predictor`` in a bounded loop."""
+
+    requests: int = Field(200, ge=10)
+    max_seconds: float = Field(10.0, gt=0)
+
+
+class OnlineMetric(_Strict):
+    """A metric computed from the prediction log joined with later feedback (keyed by
+    ``request_id``), e.g. ``{name: harmful_caught, kind: caught_share, column: label}``,
+    ``{name: ctr, kind: click_through_rate, column: clicked}`` or ``{name: watch,
+    kind: mean, column: watch_time_s}``."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
+    #: ``caught_share``: share of rows with feedback ``column`` == 1 that the model flagged
+    #: (probability >= threshold); ``click_through_rate``: share of served rows whose feedback
+    #: ``column`` is 1 (no feedback = no click); ``mean``: mean of ``column`` over served rows
+    #: with feedback; ``precision``: share of flagged rows whose ``column`` is 1.
+    kind: Literal["caught_share", "click_through_rate", "mean", "precision"]
+    column: str
 
 
 class Evaluation(_Strict):
     metrics: list[Metric] = Field(default_factory=lambda: list(get_args(Metric)))
     threshold: float = Field(0.5, gt=0, lt=1)
     gate: Gate = Field(default_factory=Gate)
+    #: Slices with their own metrics; see ``Slice``.
+    slices: list[Slice] = Field(default_factory=list)
+    #: e.g. ``threshold_objective: {rule: max_recall_at_precision, min_precision: 0.9}``.
+    threshold_objective: ThresholdObjective = Field(default_factory=ThresholdObjective)
+    bootstrap: Bootstrap = Field(default_factory=Bootstrap)
+    latency: LatencyCheck = Field(default_factory=LatencyCheck)
+    #: Behavioural tests for text models: a YAML file (relative to the card), e.g.
+    #: ``behaviour: behaviour/harmful_content.yaml``; see mlsd_ray.evaluate.behaviour.
+    behaviour: str | None = None
+    #: Ranking tasks: the query/group column and the cut-off of NDCG@k, MAP@k and recall@k.
+    group_column: str | None = None
+    k: int = Field(10, ge=1)
+    #: Online metrics from served predictions and later feedback; see ``OnlineMetric``.
+    online_metrics: list[OnlineMetric] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _slice_names(self) -> Evaluation:
+        names = [s.name for s in self.slices]
+        if len(set(names)) != len(names):
+            raise ValueError(f"slice names must be unique; got {names}")
+        for rule in self.gate.rules:
+            if rule.slice is not None and rule.slice.split("=", 1)[0] not in names:
+                raise ValueError(
+                    f"gate rule on slice {rule.slice!r}: no such slice; declared: {names}"
+                )
+        return self
 
 
 # 6. Deployment ---------------------------------------------------------------------------
@@ -518,6 +674,9 @@ def card_from_dict(
         for src in sources if isinstance(sources, list) else []:
             if isinstance(src, dict) and isinstance(src.get("uri"), str):
                 src["uri"] = resolve_uri(src["uri"], base_dir)
+        ev = raw.get("evaluation")
+        if isinstance(ev, dict) and isinstance(ev.get("behaviour"), str):
+            ev["behaviour"] = resolve_uri(ev["behaviour"], base_dir)
     raw = apply_overrides(raw, overrides or [])
     try:
         card = DesignCard.model_validate(raw)

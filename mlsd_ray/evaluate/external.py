@@ -14,6 +14,7 @@ from typing import Any
 from mlsd_ray.errors import DataError
 from mlsd_ray.evaluate.metrics import classification_metrics
 from mlsd_ray.evaluate.stage import score
+from mlsd_ray.models.package import read_manifest
 from mlsd_ray.runtime import ensure_ray
 from mlsd_ray.settings import Workdir
 from mlsd_ray.spec import DesignCard
@@ -43,7 +44,11 @@ def evaluate_alias_on(
             fix="check that the data has the card's columns and label values",
         )
     y, p = score(good, model_dir, version)
-    metrics = classification_metrics(y, p, card.evaluation.threshold)
+    # The model decides at the threshold it was promoted with (chosen for the business
+    # objective), unless the card fixes one.
+    fixed = card.evaluation.threshold_objective.rule == "fixed"
+    threshold = card.evaluation.threshold if fixed else read_manifest(model_dir).threshold
+    metrics = classification_metrics(y, p, threshold)
     log.info("%s v%s on %s: %s", card.name, version, data_uri, metrics)
     return {
         "card": card.name,

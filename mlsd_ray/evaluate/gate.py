@@ -1,7 +1,9 @@
 """The promotion gate: may a candidate take the ``champion`` alias?
 
 Every rule is checked and reported, so the report says exactly why a model was or was not
-promoted. Champion and candidate are compared on the same test split.
+promoted. Champion and candidate are compared on the same test split: with a paired bootstrap
+interval of the improvement when one is given (``Evidence.comparisons``), so that a lucky draw
+of the test rows does not move the champion.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlsd_ray.spec import Gate
+from mlsd_ray.spec import Gate, GateRule, Requirements
 
 
 @dataclass
@@ -25,13 +27,32 @@ class GateDecision:
         return {"passed": self.passed, "rules": self.rules, "failed": self.reasons}
 
 
+@dataclass
+class Evidence:
+    """What the gate may weigh beyond point metrics (all optional).
+
+    ``comparisons``: metric -> ``bootstrap.paired_difference`` result (challenger - champion);
+    ``slices`` / ``champion_slices``: ``slices.slice_metrics`` results; ``latency``: the
+    candidate's ``{"p50_ms", "p99_ms"}``; ``behaviour``: ``behaviour.run_suite`` results.
+    """
+
+    comparisons: dict[str, dict[str, Any]] = field(default_factory=dict)
+    slices: list[dict[str, Any]] = field(default_factory=list)
+    champion_slices: list[dict[str, Any]] = field(default_factory=list)
+    latency: dict[str, Any] | None = None
+    requirements: Requirements | None = None
+    behaviour: list[dict[str, Any]] = field(default_factory=list)
+
+
 def decide(
     gate: Gate,
     candidate: dict[str, Any],
     baseline: dict[str, Any] | None,
     champion: dict[str, Any] | None,
+    evidence: Evidence | None = None,
 ) -> GateDecision:
     """Check the card's gate rules on metric dicts from ``classification_metrics``."""
+    ev = evidence or Evidence()
     m = gate.metric
     value = candidate.get(m)
     rules: list[dict[str, Any]] = []
@@ -51,13 +72,107 @@ def decide(
         b = baseline[m]
         rule("beats_baseline", value > b, f"{m} {value:.4f} vs baseline {b:.4f}")
     if champion is not None and champion.get(m) is not None:
-        c = champion[m]
-        need = c + gate.min_improvement
-        op = ">=" if gate.min_improvement > 0 else ">"
-        ok = value >= need if gate.min_improvement > 0 else value > c
-        rule(
-            "beats_champion",
-            ok,
-            f"{m} {value:.4f} vs champion {c:.4f} (needs {op} {need:.4f})",
-        )
+        if gate.use_intervals and m in ev.comparisons:
+            rule("beats_champion", *_interval_rule(m, gate.min_improvement, ev.comparisons[m]))
+        else:
+            c = champion[m]
+            need = _needed(c, gate.min_improvement, gate.improvement)
+            # 0 means "strictly better"; a negative margin tolerates a loss that small.
+            op = ">=" if gate.min_improvement != 0 else ">"
+            ok = value >= need if gate.min_improvement != 0 else value > c
+            rule(
+                "beats_champion",
+                ok,
+                f"{m} {value:.4f} vs champion {c:.4f} (needs {op} {need:.4f})",
+            )
+    for extra in gate.rules:
+        _extra_rule(rule, extra, gate, candidate, champion, ev)
+    _latency_rule(rule, ev)
+    for test in ev.behaviour:
+        if test.get("gate"):
+            rule(
+                f"behaviour[{test['name']}]",
+                test["passed"],
+                f"{test['type']} test {test['name']!r}: pass rate {test['pass_rate']:.2f} "
+                f"(needs >= {test['min_pass_rate']:.2f})",
+            )
     return GateDecision(all(r["passed"] for r in rules), rules)
+
+
+def _needed(champion_value: float, min_improvement: float, kind: str) -> float:
+    if kind == "relative":
+        return champion_value + abs(champion_value) * min_improvement
+    return champion_value + min_improvement
+
+
+def _interval_rule(metric: str, min_improvement: float, cmp: dict[str, Any]) -> tuple[bool, str]:
+    """The improvement's lower bound must reach ``min_improvement`` (> 0 when that is 0)."""
+    unit = "relative " if cmp["relative"] else ""
+    if cmp["interval"] is None:
+        return False, f"{metric}: the {unit}improvement has no interval (one class in resamples)"
+    lo, hi = cmp["interval"]
+    ok = lo >= min_improvement if min_improvement != 0 else lo > 0
+    op = ">=" if min_improvement != 0 else ">"
+    pct = round(cmp["confidence"] * 100)
+    return ok, (
+        f"{metric} {unit}improvement over champion {cmp['mean']:+.4f}, {pct}% CI "
+        f"[{lo:+.4f}, {hi:+.4f}] (lower bound needs {op} {min_improvement:.4f})"
+    )
+
+
+def _extra_rule(
+    rule: Any,
+    extra: GateRule,
+    gate: Gate,
+    candidate: dict[str, Any],
+    champion: dict[str, Any] | None,
+    ev: Evidence,
+) -> None:
+    where = f"slice {extra.slice}" if extra.slice else "test split"
+    name = f"{extra.metric}@{extra.slice}" if extra.slice else extra.metric
+    if extra.slice:
+        mine = _slice(ev.slices, extra.slice)
+        theirs = _slice(ev.champion_slices, extra.slice) if champion is not None else None
+    else:
+        mine, theirs = candidate, champion
+    value = None if mine is None else mine.get(extra.metric)
+    if extra.min_value is not None:
+        ok = value is not None and value >= extra.min_value
+        shown = "undefined" if value is None else f"{value:.4f}"
+        rule(f"min_value[{name}]", ok, f"{extra.metric} on {where} {shown} (min {extra.min_value})")
+    if extra.min_improvement is not None and theirs is not None:
+        cmp = ev.comparisons.get(extra.metric) if not extra.slice else None
+        if gate.use_intervals and cmp is not None:
+            ok, detail = _interval_rule(extra.metric, extra.min_improvement, cmp)
+            rule(f"beats_champion[{name}]", ok, detail)
+            return
+        c = theirs.get(extra.metric)
+        if value is None or c is None:
+            rule(f"beats_champion[{name}]", False, f"{extra.metric} on {where} is undefined")
+            return
+        need = _needed(c, extra.min_improvement, gate.improvement)
+        rule(
+            f"beats_champion[{name}]",
+            value >= need,
+            f"{extra.metric} on {where} {value:.4f} vs champion {c:.4f} (needs >= {need:.4f})",
+        )
+
+
+def _slice(results: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
+    for s in results:
+        if s["slice"] == name:
+            return dict(s["metrics"] or {})
+    return None
+
+
+def _latency_rule(rule: Any, ev: Evidence) -> None:
+    req = ev.requirements
+    if req is None or ev.latency is None or req.priority != "latency":
+        return
+    p99 = ev.latency["p99_ms"]
+    rule(
+        "latency_p99",
+        p99 <= req.latency_p99_ms,
+        f"single-replica p99 {p99:.2f} ms {'<=' if p99 <= req.latency_p99_ms else '>'} "
+        f"budget {req.latency_p99_ms} ms (requirements.priority: latency)",
+    )

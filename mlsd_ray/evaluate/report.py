@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from mlsd_ray.evaluate.model_card import behaviour_lines, slice_lines
+
 COLUMNS = ["roc_auc", "pr_auc", "f1", "precision", "recall", "accuracy"]
 
 
@@ -42,9 +44,53 @@ def write_markdown(report: dict[str, Any], path: Path) -> Path:
     lines += [
         f"- {'pass' if r['passed'] else 'FAIL'} `{r['rule']}`: {r['detail']}" for r in gate["rules"]
     ]
+    if report.get("analysis"):
+        lines += analysis_sections(report)
     if report.get("promotion"):
         lines += ["", "## Registry", "", report["promotion"]["summary"]]
     lines += ["", "## Plots", ""]
     lines += [f"![{Path(p).stem}]({Path(p).name})" for p in report["plots"]]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def analysis_sections(report: dict[str, Any]) -> list[str]:
+    """Intervals, thresholds, latency, the paired comparison, slices and behavioural tests."""
+    analysis = report["analysis"]
+    lines = ["", "## Uncertainty, thresholds and latency", ""]
+    lines += [
+        "| model | threshold | roc_auc 95% CI | f1 CI | recall CI | p50 ms | p99 ms |",
+        "|---|---|---|---|---|---|---|",
+    ]
+
+    def ci(a: dict[str, Any], m: str) -> str:
+        v = a["intervals"].get(m)
+        return f"[{v[0]:.3f}, {v[1]:.3f}]" if v else "n/a"
+
+    rows = dict(analysis)
+    if report.get("champion_analysis"):
+        rows[f"champion v{report['champion']['version']}"] = report["champion_analysis"]
+    for name, a in rows.items():
+        lat = a["latency"]
+        lines.append(
+            f"| {name} | {a['threshold']:.3f} | {ci(a, 'roc_auc')} | {ci(a, 'f1')} | "
+            f"{ci(a, 'recall')} | {lat['p50_ms']:.2f} | {lat['p99_ms']:.2f} |"
+        )
+    for m, c in (report.get("comparisons") or {}).items():
+        if c["interval"]:
+            unit = "relative " if c["relative"] else ""
+            lines.append(
+                f"\nPaired bootstrap, {report['candidate']} - champion, {unit}{m}: "
+                f"{c['mean']:+.4f} [{c['interval'][0]:+.4f}, {c['interval'][1]:+.4f}]"
+            )
+    cand = analysis[report["candidate"]]
+    lines += ["", f"## Slices ({report['candidate']})", "", *slice_lines(cand["slices"])]
+    if cand.get("behaviour"):
+        lines += ["", f"## Behavioural tests ({report['candidate']})", ""]
+        lines += behaviour_lines(cand["behaviour"])
+    if report.get("model_card"):
+        lines += [
+            "",
+            f"Model card: [{Path(report['model_card']).name}]({Path(report['model_card']).name})",
+        ]
+    return lines

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,24 @@ import numpy as np
 
 from mlsd_ray import storage
 from mlsd_ray.errors import DataError
-from mlsd_ray.evaluate.gate import decide
+from mlsd_ray.evaluate.analysis import (
+    ensure_threshold,
+    model_evidence,
+    paired_comparisons,
+    score_split,
+    select_within_budget,
+)
+from mlsd_ray.evaluate.gate import Evidence, decide
 from mlsd_ray.evaluate.metrics import classification_metrics
-from mlsd_ray.evaluate.plots import confusion_plot, roc_plot
+from mlsd_ray.evaluate.model_card import write_model_card
+from mlsd_ray.evaluate.plots import (
+    calibration_plot,
+    confusion_plot,
+    pr_plot,
+    quality_latency_plot,
+    roc_plot,
+    threshold_plot,
+)
 from mlsd_ray.evaluate.report import write_markdown
 from mlsd_ray.models.package import MANIFEST, read_manifest
 from mlsd_ray.predict import PROBABILITY, Predictor
@@ -32,6 +48,13 @@ log = logging.getLogger(__name__)
 def score(ds: Any, model_dir: Path, version: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(labels, positive-class probabilities) for a Ray Dataset with the card's columns and
     ``label``, scored by ``Predictor`` actors (the class Serve uses)."""
+    frame = score_frame(ds, model_dir, version)
+    return frame["label"].to_numpy(), frame[PROBABILITY].to_numpy(dtype=np.float64)
+
+
+def score_frame(ds: Any, model_dir: Path, version: str | None = None) -> Any:
+    """Every column of ``ds`` plus ``probability``, in lineage order when the rows carry it
+    (so that two models' predictions pair row by row)."""
     scored = ds.map_batches(
         Predictor,
         fn_constructor_args=(str(model_dir), version),
@@ -39,22 +62,30 @@ def score(ds: Any, model_dir: Path, version: str | None = None) -> tuple[np.ndar
         batch_size=256,
         concurrency=1,  # one model copy: the cluster is small and loading dominates
     )
-    frame = scored.select_columns(["label", PROBABILITY]).to_pandas()
-    return frame["label"].to_numpy(), frame[PROBABILITY].to_numpy(dtype=np.float64)
+    frame = scored.to_pandas()
+    if {"_source", "_row"} <= set(frame.columns):
+        frame = frame.sort_values(["_source", "_row"], kind="stable").reset_index(drop=True)
+    return frame
 
 
 def batch_predict(
     model_dir: Path, data_uri: str, version: str | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """``score`` over a Parquet split written by the ETL stage."""
+    frame = batch_predict_frame(model_dir, data_uri, version)
+    return frame["label"].to_numpy(), frame[PROBABILITY].to_numpy(dtype=np.float64)
+
+
+def batch_predict_frame(model_dir: Path, data_uri: str, version: str | None = None) -> Any:
+    """``score_frame`` over a Parquet split written by the ETL stage."""
     import ray
 
     ensure_ray()
     fs, path = storage.filesystem(data_uri)
-    y, p = score(ray.data.read_parquet(path, filesystem=fs), model_dir, version)
-    if len(y) == 0:
+    frame = score_frame(ray.data.read_parquet(path, filesystem=fs), model_dir, version)
+    if len(frame) == 0:
         raise DataError(f"No rows to evaluate in {data_uri!r}.", fix="run the ETL stage first")
-    return y, p
+    return frame
 
 
 def trained_models(card: DesignCard, workdir: Workdir) -> list[str]:
@@ -102,9 +133,16 @@ def evaluate_models(
 
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     results: dict[str, dict[str, Any]] = {}
+    frames: dict[str, Any] = {}
+    thresholds: dict[str, float] = {}
+    val_uri = workdir.split_uri(card, "validation")
     for name in trained_models(card, workdir):
         log.info("evaluating %s on %s", name, data_uri)
-        y, p = batch_predict(workdir.model_dir(name), data_uri)
+        model_dir = workdir.model_dir(name)
+        choice = ensure_threshold(card, model_dir, partial(score_split, model_dir, val_uri))
+        threshold = thresholds[name] = choice["threshold"]
+        frames[name] = frame = batch_predict_frame(model_dir, data_uri)
+        y, p = frame["label"].to_numpy(), frame[PROBABILITY].to_numpy(dtype=np.float64)
         curves[name], results[name] = (y, p), classification_metrics(y, p, threshold)
     if not results:
         raise DataError(
@@ -116,18 +154,52 @@ def evaluate_models(
     champion_metrics = None
     if champion is not None:
         version, path = registry.fetch_model(card, workdir, registry.CHAMPION)
-        y, p = batch_predict(path, data_uri, version)
-        champion_metrics = classification_metrics(y, p, threshold)
+        # The champion keeps the threshold it was promoted with (its manifest's), unless the
+        # card fixes one for everyone.
+        fixed = card.evaluation.threshold_objective.rule == "fixed"
+        t_champion = card.evaluation.threshold if fixed else read_manifest(path).threshold
+        champion_frame = batch_predict_frame(path, data_uri, version)
+        y = champion_frame["label"].to_numpy()
+        p = champion_frame[PROBABILITY].to_numpy(dtype=np.float64)
+        champion_metrics = classification_metrics(y, p, t_champion)
         curves[f"champion v{version}"] = (y, p)
 
+    # Intervals, slices, latency of every model (latency may rule candidates out).
+    analysis = {
+        name: model_evidence(card, workdir.model_dir(name), frames[name], thresholds[name])
+        for name in results
+    }
     leaderboard = validation_leaderboard(card, workdir, list(results))
-    candidate = _select_candidate(card, leaderboard, list(results))
+    eligible = select_within_budget(
+        card, leaderboard, {n: a["latency"] for n, a in analysis.items()}
+    )
+    candidate = _select_candidate(card, eligible, list(results))
+    if card.evaluation.behaviour and card.framing.text_input:
+        from mlsd_ray.evaluate.behaviour import run_suite
+
+        analysis[candidate]["behaviour"] = run_suite(
+            Predictor(workdir.model_dir(candidate)), card.evaluation.behaviour
+        )
+    evidence = Evidence(
+        slices=analysis[candidate]["slices"],
+        latency=analysis[candidate]["latency"],
+        requirements=card.requirements,
+        behaviour=analysis[candidate].get("behaviour", []),
+    )
+    champion_analysis = None
+    if champion is not None:
+        champion_analysis = model_evidence(card, path, champion_frame, t_champion, version)
+        evidence.champion_slices = champion_analysis["slices"]
+        evidence.comparisons = paired_comparisons(
+            card, frames[candidate], champion_frame, thresholds[candidate], t_champion
+        )
     baseline = results.get(card.models.baseline.name)
     decision = decide(
         card.evaluation.gate,
         results[candidate],
         None if candidate == card.models.baseline.name else baseline,
         champion_metrics,
+        evidence,
     )
 
     plots = [roc_plot(curves, out_dir / "roc.png", f"{card.name}: ROC on {Path(data_uri).name}")]
@@ -137,9 +209,11 @@ def evaluate_models(
                 m["confusion_matrix"],
                 card.framing.label.classes,
                 out_dir / f"confusion_{name}.png",
-                f"{name} @ {threshold}",
+                f"{name} @ {thresholds[name]:.3f}",
             )
         )
+    model_plots, shared_plots = extra_plots(card, out_dir, curves, thresholds, analysis, data_uri)
+    plots += [p for ps in model_plots.values() for p in ps[1:]] + shared_plots
     report = {
         "card": card.name,
         "data": data_uri,
@@ -156,10 +230,83 @@ def evaluate_models(
         },
         "gate": {"config": card.evaluation.gate.model_dump(), **decision.as_dict()},
         "plots": [str(p) for p in plots],
+        "dataset_version": _dataset_version(card, workdir),
+        "thresholds": thresholds,
+        "analysis": analysis,
+        "champion_analysis": champion_analysis,
+        "comparisons": evidence.comparisons,
+        "model_plots": {n: [str(p) for p in ps] for n, ps in model_plots.items()},
+        "shared_plots": [str(plots[0])] + [str(p) for p in shared_plots],
         "seconds": round(time.perf_counter() - t0, 2),
     }
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2))
+    report["model_card"] = str(
+        write_model_card(
+            card, report, candidate, workdir.model_dir(candidate), out_dir / "model_card.md"
+        )
+    )
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=_json_default))
     write_markdown(report, out_dir / "report.md")
     storage.write_json(str(workdir.summary_path("evaluate")), report)
     log.info("evaluation report: %s", out_dir / "report.md")
     return report
+
+
+def extra_plots(
+    card: DesignCard,
+    out_dir: Path,
+    curves: dict[str, tuple[np.ndarray, np.ndarray]],
+    thresholds: dict[str, float],
+    analysis: dict[str, dict[str, Any]],
+    data_uri: str,
+) -> tuple[dict[str, list[Path]], list[Path]]:
+    """PR, calibration, quality vs latency (shared); ROC, confusion and threshold curve per
+    model (the first entry of each model's list is its confusion matrix, already drawn)."""
+    where = Path(data_uri).name
+    shared = [
+        pr_plot(curves, out_dir / "pr.png", f"{card.name}: precision-recall on {where}"),
+        calibration_plot(curves, out_dir / "calibration.png", f"{card.name}: calibration"),
+    ]
+    metric = card.evaluation.gate.metric
+    points = {
+        n: (a["latency"]["p99_ms"], _metric(curves[n], thresholds[n], metric))
+        for n, a in analysis.items()
+    }
+    shared.append(
+        quality_latency_plot(
+            points,
+            out_dir / "quality_latency.png",
+            f"{card.name}: {metric} vs p99 latency",
+            metric,
+            card.requirements.latency_p99_ms,
+        )
+    )
+    per_model: dict[str, list[Path]] = {}
+    for name, t in thresholds.items():
+        y, p = curves[name]
+        per_model[name] = [
+            out_dir / f"confusion_{name}.png",
+            threshold_plot(y, p, t, out_dir / f"threshold_{name}.png", f"{name}: threshold"),
+        ]
+    return per_model, shared
+
+
+def _metric(curve: tuple[np.ndarray, np.ndarray], threshold: float, metric: str) -> float:
+    value = classification_metrics(curve[0], curve[1], threshold).get(metric)
+    return float("nan") if value is None else float(value)
+
+
+def _dataset_version(card: DesignCard, workdir: Workdir) -> str | None:
+    try:
+        from mlsd_ray.data.etl import dataset_version
+
+        return str(dataset_version(card, workdir))
+    except Exception:  # a hand-written split has no manifest; the report says n/a
+        return None
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)

@@ -100,6 +100,7 @@ class ModelServer:
             answers.append(
                 {
                     "predictions": part.tolist(),
+                    "labels": self.predictor.labels(part),
                     "model_version": self.predictor.version,
                     "model_name": self.predictor.manifest.name,
                     "batch_id": batch_id,
