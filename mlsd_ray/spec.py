@@ -387,7 +387,8 @@ class Ensemble(_Strict):
     combiner: Literal["average", "stacked"] = "average"
     #: Per-member weights for "average" (normalised), e.g. ``[1, 2]``; None = equal.
     weights: list[float] | None = None
-    #: Where the fitted stacker (JSON) is kept; relative to the workdir, e.g. ``models/stacker.json``.
+    #: Where the fitted stacker (JSON) is kept, relative to the workdir,
+    #: e.g. ``models/stacker.json``.
     stacker_path: str = "models/stacker.json"
 
     @model_validator(mode="after")

@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 #: The ingress only forwards requests; it must admit enough of them for batches to fill.
 MIN_INGRESS_ONGOING = 64
+#: Seconds a client is told to wait (Retry-After) when the service sheds load.
+RETRY_AFTER_S = 1
 
 
 class ServeArgs(BaseModel):
@@ -79,6 +81,10 @@ def ingress_options(card: DesignCard) -> dict[str, Any]:
         "max_ongoing_requests": ongoing,
         "ray_actor_options": {"num_cpus": 0},
         **_common_options(card),
+        # The proxy queues requests for a moment while it assigns them; the card's bound is
+        # for the model, behind which the real waiting happens. Past it the proxy sheds too.
+        "max_queued_requests": max(d.max_queued_requests, ongoing),
+        "backpressure_config": {"status_code": 503, "retry_after_s": RETRY_AFTER_S},
     }
 
 

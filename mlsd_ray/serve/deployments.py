@@ -37,6 +37,7 @@ from ray.serve.handle import DeploymentHandle
 from mlsd_ray.models.package import read_manifest
 from mlsd_ray.monitor.log import PredictionLogger
 from mlsd_ray.predict import InvalidInput, Predictor
+from mlsd_ray.serve.app import RETRY_AFTER_S
 from mlsd_ray.serve.combine import combiner_from_config
 from mlsd_ray.serve.requests import BadRequest, PredictBody, parse_predict_body
 from mlsd_ray.serve.stats import ServeStats
@@ -44,8 +45,6 @@ from mlsd_ray.serve.stats import ServeStats
 log = logging.getLogger(__name__)
 
 HEALTH_TIMEOUT_S = 10.0
-#: Seconds a client is told to wait (Retry-After) when the service sheds load.
-RETRY_AFTER_S = 1
 
 api = FastAPI(
     title="mlsd-ray model server",
