@@ -211,6 +211,9 @@ def promote(
     workdir: WorkdirOpt = Path(DEFAULT_WORKDIR),
     set_: SetOpt = None,
     alias: str = "champion",
+    reload: Annotated[
+        bool, typer.Option(help="Also re-point the app running on RAY_ADDRESS (no downtime).")
+    ] = False,
 ) -> None:
     """Point ALIAS (default champion) at VERSION, by hand."""
     from mlsd_ray import registry
@@ -218,6 +221,8 @@ def promote(
     c, w = _setup(card, workdir, set_)
     registry.set_alias(c, w, alias, version)
     _emit(registry.get_alias(c, w, alias).as_dict())  # type: ignore[union-attr]
+    if reload:
+        _reload_serving(c, w)
 
 
 @app.command()
@@ -226,12 +231,17 @@ def rollback(
     workdir: WorkdirOpt = Path(DEFAULT_WORKDIR),
     set_: SetOpt = None,
     alias: str = "champion",
+    reload: Annotated[
+        bool, typer.Option(help="Also re-point the app running on RAY_ADDRESS (no downtime).")
+    ] = False,
 ) -> None:
     """Point ALIAS back at the newest earlier version that held it."""
     from mlsd_ray import registry
 
     c, w = _setup(card, workdir, set_)
     _emit(registry.rollback(c, w, alias).as_dict())
+    if reload:
+        _reload_serving(c, w)
 
 
 def _floats(text: str) -> list[float]:
@@ -291,10 +301,13 @@ def serve_reload(
     set_: SetOpt = None,
 ) -> None:
     """Re-point the running app (on RAY_ADDRESS) at the versions its aliases name now."""
+    _reload_serving(*_setup(card, workdir, set_))
+
+
+def _reload_serving(c: DesignCard, w: Workdir) -> None:
     from mlsd_ray.runtime import ensure_ray
     from mlsd_ray.serve.rollout import is_serving, refresh_serving
 
-    c, w = _setup(card, workdir, set_)
     os.environ.setdefault("RAY_ADDRESS", "auto")  # join the running cluster, never a new one
     ensure_ray()
     if not is_serving(c):

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
 from mlsd_ray import registry
 from mlsd_ray.settings import Workdir
@@ -26,6 +27,7 @@ from tests.integration.serve_fixtures import tfidf_package
 pytestmark = pytest.mark.integration
 
 APP = "serve_rollout_test"
+CARD = REPO / "systems" / "harmful_content.yaml"
 BASE = [
     f"name={APP}",
     "deployment.route_prefix=/rollout",
@@ -39,7 +41,7 @@ BASE = [
 
 
 def _card(*overrides: str) -> DesignCard:
-    return load_card(REPO / "systems" / "harmful_content.yaml", overrides=[*BASE, *overrides])
+    return load_card(CARD, overrides=[*BASE, *overrides])
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +196,16 @@ def test_promote_and_rollback_follow_the_alias_without_failures(rollout):
         settle_on("2")
         health = rollout["client"].get("/healthz").json()
         assert health["model_version"] == "2"
-        assert ops.rollback(card, rollout["workdir"])["version"] == "1"
+        # Rollback through the CLI, as an operator would (in-process: same Ray).
+        from mlsd_ray.cli import app
+
+        sets = [x for o in [*BASE, f"deployment.port={rollout['port']}"] for x in ("--set", o)]
+        cli = CliRunner().invoke(
+            app,
+            ["rollback", str(CARD), "--workdir", str(rollout["workdir"].root), *sets, "--reload"],
+        )
+        assert cli.exit_code == 0, cli.output
+        assert registry.get_alias(card, rollout["workdir"]).version == "1"  # type: ignore[union-attr]
         settle_on("1")
         assert rollout["client"].get("/healthz").json()["model_version"] == "1"
     finally:
