@@ -54,6 +54,13 @@ def model_options(card: DesignCard) -> dict[str, Any]:
     """``.options()`` of the model deployment, straight from ``card.deployment``."""
     d = card.deployment
     a = d.autoscaling
+    if d.effective_max_ongoing_requests < d.batching.max_batch_size:
+        log.warning(
+            "deployment.max_ongoing_requests (%d) < batching.max_batch_size (%d): a replica "
+            "never holds enough requests to fill a batch; leave max_ongoing_requests unset",
+            d.effective_max_ongoing_requests,
+            d.batching.max_batch_size,
+        )
     return {
         "max_ongoing_requests": d.effective_max_ongoing_requests,
         "autoscaling_config": {
