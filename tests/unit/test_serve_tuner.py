@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 import yaml
@@ -81,3 +82,27 @@ def test_sweep_report_and_config_rewrite(tmp_path):
     assert card.deployment.autoscaling.min_replicas == 2
     with pytest.raises(TuneError, match="no application named"):
         write_serve_config(config, "other_card", Setting(1, 0.0, 2, 1))
+
+
+def test_load_samples_text_posts_or_train_rows(tmp_path):
+    import pandas as pd
+
+    from mlsd_ray.serve.tuner import sample_instances
+    from mlsd_ray.settings import Workdir
+
+    workdir = Workdir.of(tmp_path)
+    text = load_card(REPO / "systems" / "harmful_content.yaml")
+    assert all(isinstance(x, str) for x in sample_instances(text, workdir))
+
+    tabular = load_card(REPO / "systems" / "event_registration.yaml")
+    with pytest.raises(TuneError, match="mlsd etl"):
+        sample_instances(tabular, workdir)
+    split = tmp_path / "split"
+    split.mkdir()
+    row = {f.name: (1.5 if f.type == "float" else "2") for f in tabular.framing.inputs}
+    pd.DataFrame([row] * 5).assign(label=1).to_parquet(split / "part-0.parquet")
+    uri = workdir.split_uri(tabular, "train")
+    Path(uri).parent.mkdir(parents=True, exist_ok=True)
+    split.rename(uri)
+    rows = sample_instances(tabular, workdir, n=3)
+    assert len(rows) == 3 and set(rows[0]) == set(tabular.feature_names)  # no label
