@@ -4,6 +4,9 @@
     mlsd etl|train|evaluate|register|serve|monitor CARD
     mlsd registry CARD              versions, metrics and aliases
     mlsd promote CARD --version N   /   mlsd rollback CARD
+    mlsd serve tune CARD            batching and replicas for requirements.latency_p99_ms
+    mlsd serve reload CARD          re-point the running app at its aliases (also --reload)
+    mlsd predict CARD --input URI   offline batch prediction on Ray Data, Parquet out
 
 Every command takes ``--workdir DIR`` and any number of ``--set KEY=VALUE`` card overrides.
 """
