@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import itertools
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -210,8 +211,12 @@ def write_sweep(points: Sequence[Point], target_p99_ms: float, out_dir: Path) ->
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     md = [
         f"# Serving sweep (target p99 <= {target_p99_ms} ms)",
+        "",
+        f"Machine load average (1, 5, 15 min) when written: {load}. Other processes share the",
+        "CPUs: compare the rows of one sweep with each other, not with another run.",
         "",
         "| " + " | ".join(rows[0]) + " |",
         "|" + "---|" * len(rows[0]),
@@ -300,6 +305,7 @@ def tune(
         "points": [p.row() for p in points],
         "report": {k: str(v) for k, v in files.items()},
         "chosen": best.row() if best else None,
+        "loadavg": list(os.getloadavg()),
     }
     if best is None:
         fastest = min((p.p99_ms for p in points if p.p99_ms is not None), default=None)
