@@ -422,6 +422,10 @@ class Deployment(_Strict):
     graceful_shutdown_timeout_s: float = Field(20.0, ge=0)
     #: Serve checks each replica's health this often, e.g. 10.
     health_check_period_s: float = Field(10.0, gt=0)
+    #: Extra replicas (percent of the target) started during a redeploy before old ones stop:
+    #: 100 = no request dropped on promotion, but the cluster needs room for the copies;
+    #: 0 = stop first (a short gap while a single replica restarts). e.g. 100
+    surge_percent: int = Field(100, ge=0, le=100)
     rollout: Rollout = Field(default_factory=Rollout)
     ensemble: Ensemble = Field(default_factory=Ensemble)
 

@@ -45,8 +45,8 @@ def _common_options(card: DesignCard) -> dict[str, Any]:
         "graceful_shutdown_timeout_s": d.graceful_shutdown_timeout_s,
         "health_check_period_s": d.health_check_period_s,
         # Every redeploy (promotion, rollback, new batch settings) restarts replicas; with a
-        # full surge the new ones start before the old ones stop, so nothing is dropped.
-        "max_surge_percent": 100,
+        # surge the new ones start before the old ones stop, so nothing is dropped.
+        "max_surge_percent": d.surge_percent,
     }
 
 

@@ -178,6 +178,10 @@ def run_sweep(
             # Rollouts stay off: the sweep measures the alias's model alone.
             tuned.deployment.rollout.mode = "none"
             app = build_application(tuned, workdir, alias, model_dir)
+            if name in serve.status().applications:
+                # A clean start per point: no surge copies competing for CPUs, and no
+                # replica of the previous setting still answering during the measurement.
+                serve.delete(name)
             serve.run(app, name=name, route_prefix=prefix)
             with httpx.Client(base_url=url, timeout=30) as client:  # warm-up: new replicas
                 for inst in sample[: max(2, setting.replicas * 2)]:
