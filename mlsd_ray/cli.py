@@ -4,6 +4,9 @@
     mlsd etl|train|evaluate|register|serve|monitor CARD
     mlsd registry CARD              versions, metrics and aliases
     mlsd promote CARD --version N   /   mlsd rollback CARD
+    mlsd serve tune CARD            batching and replicas for requirements.latency_p99_ms
+    mlsd serve reload CARD          re-point the running app at its aliases (also --reload)
+    mlsd predict CARD --input URI   offline batch prediction on Ray Data, Parquet out
 
 Every command takes ``--workdir DIR`` and any number of ``--set KEY=VALUE`` card overrides.
 """
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from mlsd_ray.errors import MlsdError
 from mlsd_ray.settings import DEFAULT_WORKDIR, Workdir
@@ -148,7 +152,25 @@ def register(
     _emit(pipeline.register(*_setup(card, workdir, set_)))
 
 
-@app.command()
+class _DefaultToRun(TyperGroup):
+    """``mlsd serve CARD`` still means ``mlsd serve run CARD``."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+serve_app = typer.Typer(
+    cls=_DefaultToRun,
+    no_args_is_help=True,
+    help="Serve a card (`mlsd serve CARD`), tune its batching (`tune`), follow its aliases "
+    "(`reload`).",
+)
+app.add_typer(serve_app, name="serve")
+
+
+@serve_app.command("run")
 def serve(
     card: CardArg,
     workdir: WorkdirOpt = Path(DEFAULT_WORKDIR),
@@ -204,6 +226,9 @@ def promote(
     workdir: WorkdirOpt = Path(DEFAULT_WORKDIR),
     set_: SetOpt = None,
     alias: str = "champion",
+    reload: Annotated[
+        bool, typer.Option(help="Also re-point the app running on RAY_ADDRESS (no downtime).")
+    ] = False,
 ) -> None:
     """Point ALIAS (default champion) at VERSION, by hand."""
     from mlsd_ray import registry
@@ -211,6 +236,8 @@ def promote(
     c, w = _setup(card, workdir, set_)
     registry.set_alias(c, w, alias, version)
     _emit(registry.get_alias(c, w, alias).as_dict())  # type: ignore[union-attr]
+    if reload:
+        _reload_serving(c, w)
 
 
 @app.command()
@@ -219,12 +246,110 @@ def rollback(
     workdir: WorkdirOpt = Path(DEFAULT_WORKDIR),
     set_: SetOpt = None,
     alias: str = "champion",
+    reload: Annotated[
+        bool, typer.Option(help="Also re-point the app running on RAY_ADDRESS (no downtime).")
+    ] = False,
 ) -> None:
     """Point ALIAS back at the newest earlier version that held it."""
     from mlsd_ray import registry
 
     c, w = _setup(card, workdir, set_)
     _emit(registry.rollback(c, w, alias).as_dict())
+    if reload:
+        _reload_serving(c, w)
+
+
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x.strip()]
+
+
+@serve_app.command("tune")
+def serve_tune(
+    card: CardArg,
+    workdir: WorkdirOpt = Path(DEFAULT_WORKDIR),
+    set_: SetOpt = None,
+    alias: str | None = None,
+    model_dir: Annotated[
+        Path | None, typer.Option(help="Tune with this local package instead of the alias.")
+    ] = None,
+    batch_sizes: Annotated[str, typer.Option(help="max_batch_size values.")] = "1,8,16,32",
+    waits: Annotated[str, typer.Option(help="batch_wait_timeout_s values.")] = "0.002,0.01",
+    replicas: Annotated[str, typer.Option(help="Replica counts.")] = "1",
+    ongoing_factors: Annotated[
+        str, typer.Option(help="max_ongoing_requests as multiples of the batch size.")
+    ] = "2",
+    clients: Annotated[int, typer.Option(help="Concurrent connections of the load.")] = 16,
+    requests: Annotated[int, typer.Option(help="Requests per setting (at most).")] = 200,
+    max_seconds: Annotated[float, typer.Option(help="Seconds per setting (at most).")] = 15.0,
+    config: Annotated[
+        Path | None, typer.Option(help="Serve config to update (default serve_configs/CARD).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder for the sweep table and plot.")] = None,
+) -> None:
+    """Sweep batching, concurrency and replicas on 127.0.0.1; keep the most throughput with
+    p99 <= requirements.latency_p99_ms; write it into the Serve config. Exit 2 if none does."""
+    from mlsd_ray.serve.tuner import tune
+
+    c, w = _setup(card, workdir, set_)
+    result = tune(
+        c,
+        w,
+        batch_sizes=[int(x) for x in _floats(batch_sizes)],
+        waits_s=_floats(waits),
+        replicas=[int(x) for x in _floats(replicas)],
+        ongoing_factors=_floats(ongoing_factors),
+        config_path=config,
+        out_dir=out,
+        alias=alias,
+        model_dir=model_dir,
+        clients=clients,
+        requests=requests,
+        max_seconds=max_seconds,
+    )
+    _emit(result)
+
+
+@serve_app.command("reload")
+def serve_reload(
+    card: CardArg,
+    workdir: WorkdirOpt = Path(DEFAULT_WORKDIR),
+    set_: SetOpt = None,
+) -> None:
+    """Re-point the running app (on RAY_ADDRESS) at the versions its aliases name now."""
+    _reload_serving(*_setup(card, workdir, set_))
+
+
+def _reload_serving(c: DesignCard, w: Workdir) -> None:
+    from mlsd_ray.runtime import ensure_ray
+    from mlsd_ray.serve.rollout import is_serving, refresh_serving
+
+    os.environ.setdefault("RAY_ADDRESS", "auto")  # join the running cluster, never a new one
+    ensure_ray()
+    if not is_serving(c):
+        raise MlsdError(
+            f"No application {c.name!r} is running on this Ray cluster.",
+            fix="start it with `mlsd serve CARD` or `serve run serve_configs/...`",
+        )
+    _emit(refresh_serving(c, w))
+
+
+@app.command()
+def predict(
+    card: CardArg,
+    input: Annotated[str, typer.Option(help="Parquet/CSV/JSONL file, folder or s3:// URI.")],
+    output: Annotated[
+        str | None, typer.Option(help="Parquet output (default WORKDIR/batch_predictions).")
+    ] = None,
+    workdir: WorkdirOpt = Path(DEFAULT_WORKDIR),
+    set_: SetOpt = None,
+    alias: str | None = None,
+    model_dir: Annotated[Path | None, typer.Option(help="A local package instead.")] = None,
+) -> None:
+    """Offline batch prediction on Ray Data (the Predictor that Serve uses)."""
+    from mlsd_ray.batch_predict import predict_dataset
+
+    c, w = _setup(card, workdir, set_)
+    _emit(predict_dataset(c, w, input, output, alias=alias, model_dir=model_dir))
 
 
 @app.command()

@@ -542,6 +542,49 @@ class Batching(_Strict):
     batch_wait_timeout_s: float = Field(0.01, ge=0)
 
 
+class Rollout(_Strict):
+    """How the challenger shares traffic with the serving alias (``deployment.alias``)."""
+
+    #: "none": the alias answers alone; "canary": a share of requests (``canary_weight``) is
+    #: answered by the challenger; "shadow": the challenger scores a copy of every request and
+    #: its answers go to the shadow log only, never to the caller.
+    #: e.g. ``rollout: {mode: canary, canary_weight: 0.1}``
+    mode: Literal["none", "canary", "shadow"] = "none"
+    #: The registry alias of the challenger, e.g. ``challenger``.
+    challenger_alias: str = "challenger"
+    #: Canary share of requests in [0, 1], e.g. 0.1 = about one request in ten.
+    canary_weight: float = Field(0.1, ge=0, le=1)
+    #: Shadow answers are logged here (relative paths resolve against the workdir),
+    #: e.g. ``predictions_shadow``.
+    shadow_log_uri: str = "predictions_shadow"
+
+
+class Ensemble(_Strict):
+    """Several model packages behind one answer (preprocess -> members -> combiner)."""
+
+    #: Member packages: a trained model's name (``models/<name>`` in the workdir) or a package
+    #: folder; empty = serve the registry alias alone. e.g. ``[tfidf_logreg, minilm]``
+    members: list[str] = Field(default_factory=list)
+    #: "average": (weighted) mean of the members' probabilities; "stacked": a logistic
+    #: meta-learner over the members' logits, fitted on the validation split.
+    combiner: Literal["average", "stacked"] = "average"
+    #: Per-member weights for "average" (normalised), e.g. ``[1, 2]``; None = equal.
+    weights: list[float] | None = None
+    #: Where the fitted stacker (JSON) is kept, relative to the workdir,
+    #: e.g. ``models/stacker.json``.
+    stacker_path: str = "models/stacker.json"
+
+    @model_validator(mode="after")
+    def _weights(self) -> Ensemble:
+        if self.weights is not None and len(self.weights) != len(self.members):
+            raise ValueError(
+                f"weights has {len(self.weights)} items for {len(self.members)} members"
+            )
+        if self.weights is not None and (min(self.weights) < 0 or sum(self.weights) <= 0):
+            raise ValueError("weights must be >= 0 with a positive sum")
+        return self
+
+
 class Deployment(_Strict):
     host: str = "127.0.0.1"  # secure by default: loopback unless told otherwise
     port: int = Field(8000, ge=1, le=65535)
@@ -553,6 +596,21 @@ class Deployment(_Strict):
     #: None = derived from the batch size so that batches can fill (see stack notes).
     max_ongoing_requests: int | None = Field(None, ge=1)
     max_instances_per_request: int = Field(256, ge=1)
+    #: A request still unanswered after this many seconds gets 504, e.g. 30.
+    request_timeout_s: float = Field(30.0, gt=0)
+    #: Requests waiting at each caller for a busy deployment beyond this count are refused
+    #: with 503 (backpressure) instead of queueing without bound, e.g. 128.
+    max_queued_requests: int = Field(128, ge=1)
+    #: Replicas get this long to finish in-flight requests when stopped, e.g. 20.
+    graceful_shutdown_timeout_s: float = Field(20.0, ge=0)
+    #: Serve checks each replica's health this often, e.g. 10.
+    health_check_period_s: float = Field(10.0, gt=0)
+    #: Extra replicas (percent of the target) started during a redeploy before old ones stop:
+    #: 100 = no request dropped on promotion, but the cluster needs room for the copies;
+    #: 0 = stop first (a short gap while a single replica restarts). e.g. 100
+    surge_percent: int = Field(100, ge=0, le=100)
+    rollout: Rollout = Field(default_factory=Rollout)
+    ensemble: Ensemble = Field(default_factory=Ensemble)
 
     @property
     def effective_max_ongoing_requests(self) -> int:

@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 #: The ingress only forwards requests; it must admit enough of them for batches to fill.
 MIN_INGRESS_ONGOING = 64
+#: Seconds a client is told to wait (Retry-After) when the service sheds load.
+RETRY_AFTER_S = 1
 
 
 class ServeArgs(BaseModel):
@@ -36,10 +38,29 @@ class ServeArgs(BaseModel):
     overrides: list[str] = Field(default_factory=list)  # card --set KEY=VALUE items
 
 
+def _common_options(card: DesignCard) -> dict[str, Any]:
+    d = card.deployment
+    return {
+        "max_queued_requests": d.max_queued_requests,
+        "graceful_shutdown_timeout_s": d.graceful_shutdown_timeout_s,
+        "health_check_period_s": d.health_check_period_s,
+        # Every redeploy (promotion, rollback, new batch settings) restarts replicas; with a
+        # surge the new ones start before the old ones stop, so nothing is dropped.
+        "max_surge_percent": d.surge_percent,
+    }
+
+
 def model_options(card: DesignCard) -> dict[str, Any]:
     """``.options()`` of the model deployment, straight from ``card.deployment``."""
     d = card.deployment
     a = d.autoscaling
+    if d.effective_max_ongoing_requests < d.batching.max_batch_size:
+        log.warning(
+            "deployment.max_ongoing_requests (%d) < batching.max_batch_size (%d): a replica "
+            "never holds enough requests to fill a batch; leave max_ongoing_requests unset",
+            d.effective_max_ongoing_requests,
+            d.batching.max_batch_size,
+        )
     return {
         "max_ongoing_requests": d.effective_max_ongoing_requests,
         "autoscaling_config": {
@@ -51,6 +72,7 @@ def model_options(card: DesignCard) -> dict[str, Any]:
             "downscale_delay_s": a.downscale_delay_s,
         },
         "ray_actor_options": {"num_cpus": d.num_cpus_per_replica},
+        **_common_options(card),
     }
 
 
@@ -65,7 +87,18 @@ def ingress_options(card: DesignCard) -> dict[str, Any]:
         "num_replicas": 1,
         "max_ongoing_requests": ongoing,
         "ray_actor_options": {"num_cpus": 0},
+        **_common_options(card),
+        # The proxy queues requests for a moment while it assigns them; the card's bound is
+        # for the model, behind which the real waiting happens. Past it the proxy sheds too.
+        "max_queued_requests": max(d.max_queued_requests, ongoing),
+        "backpressure_config": {"status_code": 503, "retry_after_s": RETRY_AFTER_S},
     }
+
+
+def _helper_options(card: DesignCard) -> dict[str, Any]:
+    """Preprocessor and combiner: light, asynchronous, one replica each without a CPU
+    reservation; they admit as many requests as the ingress."""
+    return ingress_options(card)
 
 
 def resolve_model(
@@ -83,33 +116,116 @@ def resolve_model(
     return version, Path(package).resolve()
 
 
+def model_user_config(card: DesignCard, version: str | None, package: Path) -> dict[str, Any]:
+    """What a ``ModelServer`` replica serves; a change is applied in place (``reconfigure``)."""
+    b = card.deployment.batching
+    return {
+        "model_dir": str(package),
+        "version": version,
+        "max_batch_size": b.max_batch_size,
+        "batch_wait_timeout_s": b.batch_wait_timeout_s,
+    }
+
+
+def _log_options(card: DesignCard, uri: str) -> dict[str, Any]:
+    m = card.monitoring
+    return {
+        "uri": uri,
+        "flush_every_n": m.flush_every_n,
+        "flush_every_s": m.flush_every_s,
+        "fields": {f.name: f.type for f in card.framing.inputs},
+    }
+
+
+def _model_server(
+    card: DesignCard, name: str, version: str | None, package: Path, log_options: Any
+) -> serve.Application:
+    from mlsd_ray.serve.deployments import ModelServer
+
+    return (
+        cast(serve.Deployment, ModelServer)
+        .options(
+            name=name,
+            user_config=model_user_config(card, version, package),
+            **model_options(card),
+        )
+        .bind(log_options)
+    )
+
+
+def _ensemble(card: DesignCard, workdir: Workdir, log_options: Any) -> serve.Application:
+    """Preprocessor -> members -> combiner, each its own deployment."""
+    from mlsd_ray.serve.deployments import Combiner, Preprocessor
+    from mlsd_ray.serve.ensemble import combiner_config, member_packages
+
+    members = member_packages(card, workdir)
+    config = combiner_config(card, workdir, members)
+    member_apps = [
+        _model_server(card, f"Member_{name}", None, package, None)
+        for name, package in members.items()
+    ]
+    first = str(next(iter(members.values())))
+    pre = (
+        cast(serve.Deployment, Preprocessor)
+        .options(name="Preprocessor", **_helper_options(card))
+        .bind(first)
+    )
+    return (
+        cast(serve.Deployment, Combiner)
+        .options(
+            name="Combiner",
+            **_helper_options(card),
+        )
+        .bind(pre, member_apps, config, log_options)
+    )
+
+
 def build_application(
     card: DesignCard,
     workdir: Workdir,
     alias: str | None = None,
     model_dir: str | Path | None = None,
 ) -> serve.Application:
-    """Ingress -> model (batched) for ``card``; resolves the model now, loads it in replicas."""
-    from mlsd_ray.serve.deployments import Ingress, ModelServer
+    """The card's model graph; resolves the packages now, loads them in the replicas.
 
-    version, package = resolve_model(card, workdir, alias, model_dir)
-    b, m = card.deployment.batching, card.monitoring
-    log_options = {
-        "uri": workdir.prediction_log_uri(card),
-        "flush_every_n": m.flush_every_n,
-        "flush_every_s": m.flush_every_s,
-        "fields": {f.name: f.type for f in card.framing.inputs},
+    Ingress -> the alias's model (or the ensemble), plus the challenger when the card's
+    rollout mode is canary or shadow.
+    """
+    from mlsd_ray.serve.deployments import Ingress
+
+    d = card.deployment
+    main_log = _log_options(card, workdir.prediction_log_uri(card))
+    if d.ensemble.members:
+        primary = _ensemble(card, workdir, main_log)
+        log.info("serving %s as an ensemble of %s", card.name, d.ensemble.members)
+    else:
+        version, package = resolve_model(card, workdir, alias, model_dir)
+        primary = _model_server(card, "ModelServer", version, package, main_log)
+        log.info("serving %s from %s (version %s)", card.name, package, version or "from package")
+    challenger = None
+    if d.rollout.mode != "none":
+        c_version, c_package = resolve_model(card, workdir, d.rollout.challenger_alias)
+        # Canary answers are real answers (main log); shadow answers go to the shadow log.
+        uri = (
+            main_log["uri"]
+            if d.rollout.mode == "canary"
+            else workdir.resolve(d.rollout.shadow_log_uri)
+        )
+        challenger = _model_server(
+            card, "Challenger", c_version, c_package, _log_options(card, uri)
+        )
+        log.info("%s rollout: challenger version %s", d.rollout.mode, c_version)
+    settings = {
+        "max_instances": d.max_instances_per_request,
+        "request_timeout_s": d.request_timeout_s,
+        "rollout_mode": d.rollout.mode,
+        "canary_weight": d.rollout.canary_weight,
+        "seed": None,
     }
-    model = (
-        cast(serve.Deployment, ModelServer)
-        .options(**model_options(card))
-        .bind(str(package), version, b.max_batch_size, b.batch_wait_timeout_s, log_options)
-    )
-    log.info("serving %s from %s (version %s)", card.name, package, version or "from package")
     return (
         cast(serve.Deployment, Ingress)
         .options(**ingress_options(card))
-        .bind(model, card.deployment.max_instances_per_request)
+        .bind(primary, challenger, settings)
     )
 
 

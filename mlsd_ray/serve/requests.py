@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 #: Bodies larger than this are refused before parsing (413).
 MAX_BODY_BYTES = 8 * 1024 * 1024
 
@@ -73,3 +75,16 @@ def _json_type(value: Any) -> str:
         list: "array",
         dict: "object",
     }.get(type(value), type(value).__name__)
+
+
+class PredictBody(BaseModel):
+    """The documented body of ``POST /predict`` (for the OpenAPI schema and fuzzers).
+
+    The ingress parses the raw bytes itself (``parse_predict_body``) so that every malformed
+    body gets a 4xx with a reason; this model only describes the contract.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Raw instances: a string for text-only models, else an object of input fields.
+    instances: list[str | dict[str, Any]] = Field(min_length=1)
