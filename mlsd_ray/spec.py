@@ -274,6 +274,12 @@ class Data(_Strict):
     #: keeps it. Class weights (n / (k * n_class), from the train split) are always in the
     #: summary and manifest.
     balance: Literal["none", "down", "up"] = "none"
+    #: Hive-partition every split's Parquet by these columns (folders ``KEY=VALUE``): a
+    #: category, string, int or bool input, the group column or ``label``; or a calendar unit
+    #: of a time column, ``date(COL)`` / ``month(COL)`` / ``year(COL)`` (adds ``COL_date``,
+    #: ``COL_month`` or ``COL_year``, in UTC). E.g. ``partition_by: [Month]`` or
+    #: ``partition_by: ["date(timestamp)"]``. Readers restore the columns with their types.
+    partition_by: list[str] = Field(default_factory=list)
 
 
 # 4. Models -------------------------------------------------------------------------------
