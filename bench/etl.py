@@ -181,7 +181,7 @@ def main() -> int:
         summary = run_etl(card, Workdir(root / f"work-{size}"))
         ray_s = time.perf_counter() - t
         steps = summary.seconds
-        core = sum(steps.get(k, 0.0) for k in ("read", "verify", "split", "write"))
+        core = sum(steps.get(k, 0.0) for k in ("read", "verify", "keys", "split", "write"))
 
         t = time.perf_counter()
         pandas_steps = run_pandas(card, paths, root / f"out-pandas-{size}")
@@ -203,22 +203,29 @@ def main() -> int:
                 "ray_core_rows_per_s": round(size / core),
                 "pandas_rows_per_s": round(size / pandas_s),
                 "dataset_version": summary.dataset_version,
+                "loadavg_1m": round(os.getloadavg()[0], 2),
             }
         )
         shutil.rmtree(source, ignore_errors=True)
 
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
     print(f"ETL read -> verify -> split -> write Parquet; {machine}; Ray start {ray_start:.1f} s")
+    print(f"load average (1, 5, 15 min) at the end: {os.getloadavg()}")
     print(
-        "| rows | files | Ray run_etl s | rows/s | Ray w/o profile s | rows/s | pandas s | rows/s |"
+        "| rows | files | Ray run_etl s | rows/s | Ray w/o profile s | rows/s | pandas s | rows/s "
+        "| Ray / pandas | load 1m |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(
             f"| {r['rows']:,} | {r['files']} | {r['ray_s']} | {r['ray_rows_per_s']:,} | "
             f"{r['ray_core_s']} | {r['ray_core_rows_per_s']:,} | {r['pandas_s']} | "
-            f"{r['pandas_rows_per_s']:,} |"
+            f"{r['pandas_rows_per_s']:,} | {r['pandas_s'] / r['ray_s']:.2f}x | "
+            f"{r['loadavg_1m']} |"
         )
+    for r in results:
+        print(f"{r['rows']:,} rows, Ray steps (s): {r['ray_steps_s']}")
+        print(f"{r['rows']:,} rows, pandas steps (s): {r['pandas_steps_s']}")
     if args.json_out:
         Path(args.json_out).write_text(
             json.dumps(

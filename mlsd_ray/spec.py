@@ -103,6 +103,10 @@ class Source(_Strict):
     order_by: list[str] = Field(default_factory=list)
     #: Text files (CSV, TSV, JSON lines): their character encoding, e.g. ``latin-1``.
     encoding: str = "utf-8"
+    #: Database sources with ``table`` and ``order_by``: read the table as this many shards in
+    #: parallel, each a range of the first ``order_by`` column (cut at its quantiles), with
+    #: the same rows and row numbers as one read, e.g. ``shards: 4``.
+    shards: int = Field(1, ge=1, le=256)
 
     class Events(_Strict):
         """Application logs (one event per row) -> labelled rows ("natural labels").
@@ -147,9 +151,14 @@ class Source(_Strict):
                 raise ValueError("order_by applies to `table`; put ORDER BY in the query")
             if self.format is not None:
                 raise ValueError("a database source has no `format`; remove it")
-        elif self.table is not None or self.query is not None or self.order_by:
+            if self.shards > 1 and (self.table is None or not self.order_by):
+                raise ValueError(
+                    "shards > 1 needs `table` and `order_by` (the shards are ranges of the "
+                    "first order_by column, e.g. order_by: [id])"
+                )
+        elif self.table is not None or self.query is not None or self.order_by or self.shards > 1:
             raise ValueError(
-                f"table/query/order_by apply to database sources (postgresql://...); "
+                f"table/query/order_by/shards apply to database sources (postgresql://...); "
                 f"the uri is {self.uri!r}"
             )
         return self

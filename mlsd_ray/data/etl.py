@@ -33,7 +33,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
@@ -623,7 +622,7 @@ def read_split(card: DesignCard, workdir: Workdir, split: str) -> pd.DataFrame:
         raise DataError(
             f"No {split} split at {uri!r}.", fix=f"run the ETL first: mlsd etl <card> ({card.name})"
         )
-    table = pads.dataset(path, filesystem=fs, format="parquet").to_table()
+    table = lay.read_table(uri)  # Hive partition columns come back with their types
     frame = table.to_pandas(ignore_metadata=True)  # plain dtypes, whatever wrote the files
     if {SOURCE, ROW} <= set(frame.columns):
         frame = frame.sort_values([SOURCE, ROW], kind="stable")

@@ -47,11 +47,10 @@ def batch_predict(
     model_dir: Path, data_uri: str, version: str | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """``score`` over a Parquet split written by the ETL stage."""
-    import ray
+    from mlsd_ray.data.layout import read_dataset  # Hive partition columns come back typed
 
     ensure_ray()
-    fs, path = storage.filesystem(data_uri)
-    y, p = score(ray.data.read_parquet(path, filesystem=fs), model_dir, version)
+    y, p = score(read_dataset(data_uri), model_dir, version)
     if len(y) == 0:
         raise DataError(f"No rows to evaluate in {data_uri!r}.", fix="run the ETL stage first")
     return y, p
