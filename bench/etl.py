@@ -158,6 +158,9 @@ def main() -> int:
         return 2
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Ray starts its workers at nice 15; on a machine shared with other work that alone
+    # would starve them against the pandas process (nice 0). Same priority for both sides.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     from ray.data import DataContext
 
     from mlsd_ray.data.etl import run_etl

@@ -265,7 +265,19 @@ def _meta(verified: ray.data.Dataset) -> tuple[pd.DataFrame, list[str]]:
     table = pa.concat_tables(tables)
     good = table.filter(pc.equal(table[PART], "good")).drop_columns([PART, REASON])
     bad = table.filter(pc.equal(table[PART], "bad"))[REASON].to_pylist()
-    return good.to_pandas(), bad
+    frame = good.drop_columns([SOURCE]).to_pandas()
+    frame.insert(1, SOURCE, _categorical(good[SOURCE]))
+    return frame, bad
+
+
+def _categorical(column: pa.ChunkedArray) -> pd.Categorical:
+    """Source URIs (a few distinct values over millions of rows) as a pandas categorical whose
+    categories are sorted, so that sorting by it is sorting by the text."""
+    names = sorted(v for v in pc.unique(column).to_pylist() if v is not None)
+    codes = pc.fill_null(pc.index_in(column, value_set=pa.array(names, pa.string())), -1)
+    return pd.Categorical.from_codes(
+        np.asarray(codes.to_numpy(), dtype=np.int64), categories=names, ordered=True
+    )
 
 
 def _check_usable(
@@ -292,10 +304,11 @@ def _label_counts(
     if card.framing.category == "regression":
         return {s: {} for s in SPLITS}
     out: dict[str, Any] = {}
+    classes = labels.astype(np.int64)
     for s in SPLITS:
         mine = assigned == s
-        counts = pd.Series(copies[mine]).groupby(labels[mine]).sum().sort_index()
-        out[s] = {_class_name(card, int(k)): int(v) for k, v in counts.items() if v}
+        counts = np.bincount(classes[mine], weights=copies[mine], minlength=1)
+        out[s] = {_class_name(card, k): int(v) for k, v in enumerate(counts.tolist()) if v}
     return out
 
 

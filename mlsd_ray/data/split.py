@@ -239,20 +239,31 @@ def leakage(
     involved = np.isin(leak, shared)
     shown = []
     if len(shared):
+        # the first `examples` leaking values in lineage order, found by sorting integer
+        # codes (sources sorted as text), not millions of strings
+        where = np.flatnonzero(involved)
+        sources = keys[SOURCE].iloc[where]
+        if isinstance(sources.dtype, pd.CategoricalDtype) and sources.cat.ordered:
+            codes = sources.cat.codes.to_numpy()  # categories sorted as text (see etl)
+        else:
+            codes = pd.factorize(sources.to_numpy(), sort=True)[0]
+        order = where[np.lexsort((keys[ROW].to_numpy()[where], codes))]
+        firsts = pd.unique(leak[order])[:examples]
+        picked = order[np.isin(leak[order], firsts)]
         rows = pd.DataFrame(
             {
-                "leak": leak[involved],
-                "split": assigned[involved],
-                SOURCE: keys[SOURCE].to_numpy()[involved],
-                ROW: keys[ROW].to_numpy()[involved],
+                "leak": leak[picked],
+                "split": assigned[picked],
+                SOURCE: np.asarray(keys[SOURCE].iloc[picked].tolist(), dtype=object),
+                ROW: keys[ROW].to_numpy()[picked],
             }
-        ).sort_values([SOURCE, ROW], kind="stable")
-        for key in rows["leak"].drop_duplicates().head(examples):
-            mine = rows[rows["leak"] == key].drop_duplicates("split")
+        )
+        for key in firsts:
+            part = rows[rows["leak"] == key].drop_duplicates("split")
             shown.append(
                 [
                     f"{s}:{r} ({p})"
-                    for s, r, p in zip(mine[SOURCE], mine[ROW], mine["split"], strict=True)
+                    for s, r, p in zip(part[SOURCE], part[ROW], part["split"], strict=True)
                 ]
             )
     return {
