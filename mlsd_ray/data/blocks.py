@@ -177,7 +177,7 @@ def write_block(
         name = block_name(batch)
         good_mask = _good_mask(batch)
         good = split_part(batch, "good")
-        keys = batch.filter(good_mask)
+        keys = batch.select([f"k:{PRIMARY}", f"k:{SECONDARY}"]).filter(good_mask)
         primary = keys[f"k:{PRIMARY}"].to_numpy()
         secondary = keys[f"k:{SECONDARY}"].to_numpy()
         bad = split_part(batch, "bad").cast(quarantine_schema)

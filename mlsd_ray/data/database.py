@@ -14,6 +14,10 @@ psycopg connection factory; the result is turned into the same raw schema file s
 every column a string, ``_source`` = ``<uri>#table=<name>`` or ``<uri>#query=<hash>``, ``_row``
 = the position in the result from 1 (stable when the order is: use ``order_by`` or ORDER BY).
 
+With ``shards: N`` (a table with ``order_by``) the table is read as N range shards of the first
+``order_by`` column in parallel, each numbered by the database, so the rows and ``_row`` equal
+one read's (``shard_statements``).
+
 Passwords: put them in ``PGPASSWORD`` or ``~/.pgpass`` rather than in the card; a password in
 the URI works but is masked in every message, summary and manifest.
 """

@@ -5,19 +5,23 @@ Steps (each timed in the summary):
 1. read: every source becomes a Ray Dataset of string columns (``sources.read_source``): files
    (CSV, TSV, Parquet, JSON lines; local or ``s3://``; globs and partitioned folders), PostgreSQL
    tables or queries (``ray.data.read_sql``), event logs joined into labelled impressions;
-2. verify: one ``map_batches`` pass keeps rows that pass the card's checks (types, nullability,
-   text length, ``data.rules``), typed, and sets the others aside with a reason (``verify``); rows
-   repeating a ``data.unique_key`` are quarantined too; ``rows_in == rows_ok +
-   rows_quarantined`` always;
-3. split: each row gets a sort key (``split``: lineage hash, time, or group hash); the driver
-   computes cuts at exact counts (per class when stratified), so the result does not depend on
-   block order or parallelism; then the leakage check (same text in two splits) and the class
-   weights / re-sampling plan of the train split;
+2. verify: one ``map_batches`` pass over whole Arrow blocks (``blocks.verify_block``) keeps
+   rows that pass the card's checks (types, nullability, text length, ``data.rules``), typed,
+   sets the others aside with a reason (``verify``), and computes the keys the driver decides
+   with (label, lineage, split sort keys, leakage / duplicate / content hashes);
+3. keys and split: the driver gathers the keys (rows repeating a ``data.unique_key`` are
+   quarantined too; ``rows_in == rows_ok + rows_quarantined`` always), computes cuts at exact
+   counts (per class when stratified, ``split``), so the result does not depend on block order
+   or parallelism; then the leakage check (same text in two splits) and the class weights /
+   re-sampling plan of the train split;
 4. profile: column statistics of the verified rows on Ray Data (``profile``), checked against a
    reference profile (the previous run's by default): findings warn or fail per the card;
-5. write: Parquet per split (local or ``s3://``), replacing the previous run's output, then
-   ``profile.json`` and ``manifest.json`` (content hash = dataset version) next to the splits,
-   ``etl_summary.json`` in the workdir and the data report under ``<workdir>/reports/data``.
+5. write: one pass (``blocks.write_block``) writes every block's rows to their split folders
+   and the quarantine as Parquet (local or ``s3://``; Hive-partitioned by ``data.partition_by``,
+   see ``layout``), replacing the previous run's output; the rows written per folder must equal
+   the plan. Then ``profile.json`` and ``manifest.json`` (content hash = dataset version) next
+   to the splits, ``etl_summary.json`` in the workdir and the data report under
+   ``<workdir>/reports/data``.
 """
 
 from __future__ import annotations

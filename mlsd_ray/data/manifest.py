@@ -54,13 +54,24 @@ def column_hashes(batch: pa.Table, columns: list[str]) -> dict[str, np.ndarray]:
             numbers = pc.fill_null(column, 0).to_numpy(zero_copy_only=False)
             hashes = pd.util.hash_array(np.asarray(numbers), categorize=False)
         else:
-            text = pc.fill_null(column.cast(pa.string()), "")
-            values = np.asarray(text.to_numpy(zero_copy_only=False), dtype=object)
-            hashes = pd.util.hash_array(values, hash_key=_KEYS[0], categorize=False)
+            hashes = _text_hashes(column)
         nulls = np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool)
         hashes[nulls] = _NULL
         out[name] = hashes
     return out
+
+
+def _text_hashes(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """The hash of each value as text: each distinct value hashed once (Arrow dictionary
+    encoding), then looked up; the same numbers as hashing every row."""
+    text = pc.fill_null(column.cast(pa.string()), "")
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks()
+    encoded = pc.dictionary_encode(text)
+    words = np.asarray(encoded.dictionary.to_numpy(zero_copy_only=False), dtype=object)
+    per_word = pd.util.hash_array(words, hash_key=_KEYS[0], categorize=False)
+    indices = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+    return per_word[indices] if len(words) else np.zeros(len(text), dtype=np.uint64)
 
 
 def combine(hashes: list[np.ndarray], which: int, n: int) -> np.ndarray:

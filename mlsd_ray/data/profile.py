@@ -82,11 +82,8 @@ def _bottom(hashes: np.ndarray, values: np.ndarray, k: int) -> list[tuple[int, A
         keep = np.argpartition(hashes, k - 1)[:k]
         hashes, values = hashes[keep], values[keep]
     order = np.argsort(hashes, kind="stable")
-    return [(int(hashes[i]), _py(values[i])) for i in order]
-
-
-def _py(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
+    # .tolist() gives the Python ints and floats that .item() would, without a call per row
+    return list(zip(hashes[order].tolist(), values[order].tolist(), strict=True))
 
 
 def _kmv(values: np.ndarray) -> list[int]:

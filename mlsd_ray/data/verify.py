@@ -683,7 +683,8 @@ def verify_rows(batch: Batch, card: DesignCard, columns: list[str]) -> pa.Table:
     good = _good_table(typed, ok, good_schema(card))
     bad = _quarantine_table(batch, reasons, typed[ROW], columns)
     n_good, n_bad = good.num_rows, bad.num_rows
-    data: dict[str, pa.Array] = {PART: pa.array(["good"] * n_good + ["bad"] * n_bad)}
+    parts = [pa.repeat(pa.scalar("good"), n_good), pa.repeat(pa.scalar("bad"), n_bad)]
+    data: dict[str, pa.Array] = {PART: pa.concat_arrays(parts)}
     for f in good.schema:
         data[f"g:{f.name}"] = pa.concat_arrays(
             [good[f.name].combine_chunks(), pa.nulls(n_bad, f.type)]
@@ -701,6 +702,6 @@ def split_part(batch: pa.Table, part: str) -> pa.Table:
     import pyarrow.compute as pc
 
     prefix = "g:" if part == "good" else "q:"
-    rows = batch.filter(pc.equal(batch[PART], part))
-    names = [n for n in rows.column_names if n.startswith(prefix)]
-    return rows.select(names).rename_columns([n[2:] for n in names])
+    names = [n for n in batch.column_names if n.startswith(prefix)]
+    rows = batch.select(names).filter(pc.equal(batch[PART], part))  # only the columns kept
+    return rows.rename_columns([n[2:] for n in names])
