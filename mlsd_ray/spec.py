@@ -103,6 +103,10 @@ class Source(_Strict):
     order_by: list[str] = Field(default_factory=list)
     #: Text files (CSV, TSV, JSON lines): their character encoding, e.g. ``latin-1``.
     encoding: str = "utf-8"
+    #: Database sources with ``table`` and ``order_by``: read the table as this many shards in
+    #: parallel, each a range of the first ``order_by`` column (cut at its quantiles), with
+    #: the same rows and row numbers as one read, e.g. ``shards: 4``.
+    shards: int = Field(1, ge=1, le=256)
 
     class Events(_Strict):
         """Application logs (one event per row) -> labelled rows ("natural labels").
@@ -147,9 +151,14 @@ class Source(_Strict):
                 raise ValueError("order_by applies to `table`; put ORDER BY in the query")
             if self.format is not None:
                 raise ValueError("a database source has no `format`; remove it")
-        elif self.table is not None or self.query is not None or self.order_by:
+            if self.shards > 1 and (self.table is None or not self.order_by):
+                raise ValueError(
+                    "shards > 1 needs `table` and `order_by` (the shards are ranges of the "
+                    "first order_by column, e.g. order_by: [id])"
+                )
+        elif self.table is not None or self.query is not None or self.order_by or self.shards > 1:
             raise ValueError(
-                f"table/query/order_by apply to database sources (postgresql://...); "
+                f"table/query/order_by/shards apply to database sources (postgresql://...); "
                 f"the uri is {self.uri!r}"
             )
         return self
@@ -274,6 +283,12 @@ class Data(_Strict):
     #: keeps it. Class weights (n / (k * n_class), from the train split) are always in the
     #: summary and manifest.
     balance: Literal["none", "down", "up"] = "none"
+    #: Hive-partition every split's Parquet by these columns (folders ``KEY=VALUE``): a
+    #: category, string, int or bool input, the group column or ``label``; or a calendar unit
+    #: of a time column, ``date(COL)`` / ``month(COL)`` / ``year(COL)`` (adds ``COL_date``,
+    #: ``COL_month`` or ``COL_year``, in UTC). E.g. ``partition_by: [Month]`` or
+    #: ``partition_by: ["date(timestamp)"]``. Readers restore the columns with their types.
+    partition_by: list[str] = Field(default_factory=list)
 
 
 # 4. Models -------------------------------------------------------------------------------

@@ -14,6 +14,10 @@ psycopg connection factory; the result is turned into the same raw schema file s
 every column a string, ``_source`` = ``<uri>#table=<name>`` or ``<uri>#query=<hash>``, ``_row``
 = the position in the result from 1 (stable when the order is: use ``order_by`` or ORDER BY).
 
+With ``shards: N`` (a table with ``order_by``) the table is read as N range shards of the first
+``order_by`` column in parallel, each numbered by the database, so the rows and ``_row`` equal
+one read's (``shard_statements``).
+
 Passwords: put them in ``PGPASSWORD`` or ``~/.pgpass`` rather than in the card; a password in
 the URI works but is masked in every message, summary and manifest.
 """
@@ -140,6 +144,88 @@ def probe(source: Source) -> tuple[str, list[str]]:
     return statement, columns
 
 
+# Shards: ranges of the first order_by column ----------------------------------------------
+#: Column the shard queries add: the row's position in the whole ORDER BY (from 1).
+ROW_NUMBER = "_mlsd_row_number"
+
+
+def shard_statements(source: Source, conn: Any) -> list[str]:
+    """SQL for each of ``source.shards`` shards of a table, in order: shard i holds the rows
+    whose first ``order_by`` key lies between two cuts at its quantiles (nulls in the last,
+    as ORDER BY puts them last), sorted by ``order_by``, each with ``_mlsd_row_number``, its
+    position in the whole table's order. Together they hold exactly the rows, and the row
+    numbers, of one ``SELECT * ... ORDER BY``; duplicate cuts (a skewed key) mean fewer shards.
+    """
+    from psycopg import sql
+
+    assert source.table is not None and source.order_by
+    table = sql.Identifier(*source.table.split("."))
+    order = sql.SQL(", ").join(sql.Identifier(c) for c in source.order_by)
+    key = sql.Identifier(source.order_by[0])
+    fractions = [i / source.shards for i in range(1, source.shards)]
+    with conn.cursor() as cur:
+        cur.execute(
+            sql.SQL(
+                "SELECT percentile_disc(%s::float8[]) WITHIN GROUP (ORDER BY {}) FROM {}"
+            ).format(key, table),
+            [fractions],
+        )
+        found = cur.fetchone()
+        raw_cuts = [c for c in (found[0] if found and found[0] else []) if c is not None]
+        cuts: list[Any] = []
+        for c in raw_cuts:  # already in the database's order (its collation): only dedupe
+            if not cuts or c != cuts[-1]:
+                cuts.append(c)
+        offsets = [0]
+        if cuts:
+            counts = sql.SQL(", ").join(
+                sql.SQL("count(*) FILTER (WHERE {} <= {})").format(key, sql.Literal(c))
+                for c in cuts
+            )
+            cur.execute(sql.SQL("SELECT {} FROM {}").format(counts, table))
+            offsets += [int(n) for n in cur.fetchone()]
+    statements = []
+    for i in range(len(cuts) + 1):
+        parts = []
+        if i > 0:
+            parts.append(sql.SQL("{} > {}").format(key, sql.Literal(cuts[i - 1])))
+        if i < len(cuts):
+            parts.append(sql.SQL("{} <= {}").format(key, sql.Literal(cuts[i])))
+        where = sql.SQL(" AND ").join(parts) if parts else sql.SQL("TRUE")
+        if i == len(cuts) and cuts:
+            where = sql.SQL("({}) OR {} IS NULL").format(where, key)
+        statement = sql.SQL(
+            "SELECT *, row_number() OVER (ORDER BY {order}) + {offset} AS {row} "
+            "FROM {table} WHERE {where} ORDER BY {order}"
+        ).format(
+            order=order,
+            offset=sql.Literal(offsets[i]),
+            row=sql.Identifier(ROW_NUMBER),
+            table=table,
+            where=where,
+        )
+        statements.append(str(statement.as_string(conn)))
+    return statements
+
+
+def plan_shards(source: Source) -> list[str]:
+    """``shard_statements`` on a short connection of the driver."""
+    import psycopg
+
+    conn = connect(_conninfo(source.uri))
+    try:
+        return shard_statements(source, conn)
+    except psycopg.Error as err:
+        raise _error(
+            source,
+            f"cannot cut the table into {source.shards} shards.",
+            str(err).strip(),
+            "check data.sources[].order_by (its first column must be sortable), or set shards: 1",
+        ) from None
+    finally:
+        conn.close()
+
+
 def stringify(table: pa.Table) -> pa.Table:
     """Every column as a string; nested or binary values as JSON text."""
     from mlsd_ray.data.sources import _json_value
@@ -161,6 +247,10 @@ def to_raw(
     from mlsd_ray.data.sources import raw_schema
 
     n = block.num_rows
+    numbers = None
+    if ROW_NUMBER in block.column_names:  # a shard: the database numbered the rows
+        numbers = block[ROW_NUMBER].cast(pa.int64())
+        block = block.drop_columns([ROW_NUMBER])
     strings = stringify(block) if block.num_columns else pa.table({})
     if strings.num_columns:
         strings = strings.rename_columns(names)
@@ -168,7 +258,10 @@ def to_raw(
         c: strings[c] if c in strings.column_names else pa.nulls(n, pa.string()) for c in columns
     }
     data[SOURCE] = pa.array([origin] * n, pa.string())
-    data[ROW] = pa.array(range(offset + 1, offset + n + 1), pa.int64())
+    if numbers is not None:
+        data[ROW] = numbers
+    else:
+        data[ROW] = pa.array(range(offset + 1, offset + n + 1), pa.int64())
     data[REASON] = pa.nulls(n, pa.string())
     data[RAW] = pa.nulls(n, pa.string())
     return pa.table(data, schema=raw_schema(columns))
@@ -187,10 +280,15 @@ def read_database(
 
     origin = lineage_uri(source)
     factory = partial(connect, _conninfo(source.uri))
+    # One read task and one block per statement: Ray Data would otherwise split a result into
+    # ~200 tiny blocks, and every later pass pays per block. Its own sharding (shard_keys)
+    # computes MOD(ABS(MD5(key)), n), which PostgreSQL rejects (md5 returns text), and then
+    # quietly reads in one task; ranges of the ORDER BY key also keep the row numbers.
+    statements = plan_shards(source) if source.shards > 1 else [statement]
     try:
-        # One read task and one block: Ray Data would otherwise split the single result into
-        # ~200 tiny blocks (it cannot shard a plain query), and every later pass pays per block.
-        refs = ray.data.read_sql(statement, factory, override_num_blocks=1).to_arrow_refs()
+        parts = [ray.data.read_sql(s, factory, override_num_blocks=1) for s in statements]
+        ds = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
+        refs = ds.to_arrow_refs()
         counts = ray.get([ray.remote(_num_rows).remote(r) for r in refs])
     except Exception as err:  # Ray wraps psycopg errors from the read task
         raise _error(
@@ -204,7 +302,9 @@ def read_database(
     out: list[Any] = [
         convert.remote(r, off, origin, names, columns) for r, off in zip(refs, offsets, strict=True)
     ]
-    log.info("read %s: %d rows in %d blocks", origin, sum(counts), len(refs))
+    log.info(
+        "read %s: %d rows in %d blocks (%d shards)", origin, sum(counts), len(refs), len(statements)
+    )
     if not out:
         from mlsd_ray.data.sources import raw_schema
 

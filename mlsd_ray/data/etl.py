@@ -5,19 +5,23 @@ Steps (each timed in the summary):
 1. read: every source becomes a Ray Dataset of string columns (``sources.read_source``): files
    (CSV, TSV, Parquet, JSON lines; local or ``s3://``; globs and partitioned folders), PostgreSQL
    tables or queries (``ray.data.read_sql``), event logs joined into labelled impressions;
-2. verify: one ``map_batches`` pass keeps rows that pass the card's checks (types, nullability,
-   text length, ``data.rules``), typed, and sets the others aside with a reason (``verify``); rows
-   repeating a ``data.unique_key`` are quarantined too; ``rows_in == rows_ok +
-   rows_quarantined`` always;
-3. split: each row gets a sort key (``split``: lineage hash, time, or group hash); the driver
-   computes cuts at exact counts (per class when stratified), so the result does not depend on
-   block order or parallelism; then the leakage check (same text in two splits) and the class
-   weights / re-sampling plan of the train split;
+2. verify: one ``map_batches`` pass over whole Arrow blocks (``blocks.verify_block``) keeps
+   rows that pass the card's checks (types, nullability, text length, ``data.rules``), typed,
+   sets the others aside with a reason (``verify``), and computes the keys the driver decides
+   with (label, lineage, split sort keys, leakage / duplicate / content hashes);
+3. keys and split: the driver gathers the keys (rows repeating a ``data.unique_key`` are
+   quarantined too; ``rows_in == rows_ok + rows_quarantined`` always), computes cuts at exact
+   counts (per class when stratified, ``split``), so the result does not depend on block order
+   or parallelism; then the leakage check (same text in two splits) and the class weights /
+   re-sampling plan of the train split;
 4. profile: column statistics of the verified rows on Ray Data (``profile``), checked against a
    reference profile (the previous run's by default): findings warn or fail per the card;
-5. write: Parquet per split (local or ``s3://``), replacing the previous run's output, then
-   ``profile.json`` and ``manifest.json`` (content hash = dataset version) next to the splits,
-   ``etl_summary.json`` in the workdir and the data report under ``<workdir>/reports/data``.
+5. write: one pass (``blocks.write_block``) writes every block's rows to their split folders
+   and the quarantine as Parquet (local or ``s3://``; Hive-partitioned by ``data.partition_by``,
+   see ``layout``), replacing the previous run's output; the rows written per folder must equal
+   the plan. Then ``profile.json`` and ``manifest.json`` (content hash = dataset version) next
+   to the splits, ``etl_summary.json`` in the workdir and the data report under
+   ``<workdir>/reports/data``.
 """
 
 from __future__ import annotations
@@ -32,14 +36,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as pads
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
 from mlsd_ray import storage
+from mlsd_ray.data import blocks as blk
+from mlsd_ray.data import layout as lay
 from mlsd_ray.data import manifest as mf
 from mlsd_ray.data import profile as prof
+from mlsd_ray.data.blocks import DUP, H1, H2, PRIMARY, SECONDARY
 from mlsd_ray.data.sources import describe, read_source_stats
 from mlsd_ray.data.split import (
     SPLITS,
@@ -47,7 +54,6 @@ from mlsd_ray.data.split import (
     SplitPlan,
     class_weights,
     leakage,
-    normalise_text,
     plan_balance,
     plan_split,
     row_hash,
@@ -57,7 +63,7 @@ from mlsd_ray.data.split import (
 from mlsd_ray.data.verify import (
     LABEL,
     META,
-    RAW,
+    PART,
     REASON,
     ROW,
     SOURCE,
@@ -65,8 +71,6 @@ from mlsd_ray.data.verify import (
     good_schema,
     quarantine_schema,
     reason_category,
-    split_part,
-    verify_rows,
 )
 from mlsd_ray.errors import DataError, SourceError
 from mlsd_ray.settings import Workdir
@@ -175,9 +179,8 @@ def _check_output(uri: str) -> None:
         )
 
 
-def _write(ds: ray.data.Dataset, uri: str, schema: pa.Schema, rows: int) -> None:
-    """Replace whatever is at ``uri`` with the dataset's Parquet files (an empty split is one
-    empty file, so that readers still see its columns)."""
+def _prepare(uri: str) -> tuple[pafs.FileSystem, str]:
+    """Empty the folder at ``uri`` (the previous run's output) and create it."""
     fs, path = storage.filesystem(uri)
     try:
         storage.delete_dir(uri)
@@ -188,10 +191,38 @@ def _write(ds: ray.data.Dataset, uri: str, schema: pa.Schema, rows: int) -> None
             str(err),
             "check data.output_uri, that its bucket exists and that you may write to it",
         ) from None
-    if rows:
-        ds.write_parquet(path, filesystem=fs)
-    else:
-        pq.write_table(schema.empty_table(), f"{path}/empty.parquet", filesystem=fs)
+    return fs, path
+
+
+def _write_all(
+    verified: ray.data.Dataset,
+    targets: dict[str, tuple[pafs.FileSystem, str]],
+    schemas: dict[str, pa.Schema],
+    layout: lay.Layout | None,
+    **plans: Any,
+) -> dict[str, int]:
+    """One pass writes every split and the quarantine (``blocks.write_block``); then an empty
+    file where a folder got no rows (so readers still see its columns) and each folder's
+    ``_common_metadata``. Rows written per folder."""
+    write = partial(
+        blk.write_block,
+        schema=schemas["train"],
+        quarantine_schema=schemas[QUARANTINE],
+        targets=targets,
+        layout=layout,
+        **plans,
+    )
+    counts = verified.map_batches(write, batch_format="pyarrow", batch_size=None).to_pandas()
+    written = {k: int(counts.loc[counts["folder"] == k, "rows"].sum()) for k in targets}
+    for folder, (fs, path) in targets.items():
+        mine = layout if folder != QUARANTINE else None
+        schema = lay.written_schema(schemas[folder], mine)
+        if not written[folder]:
+            keys = mine.keys if mine else []
+            files = pa.schema([f for f in schema if f.name not in keys])
+            pq.write_table(files.empty_table(), f"{path}/empty.parquet", filesystem=fs)
+        lay.write_metadata(fs, path, schema, mine)
+    return written
 
 
 def _class_name(card: DesignCard, index: int) -> str:
@@ -214,16 +245,43 @@ def _read(
     return raw, list(dict.fromkeys(columns)), infos
 
 
-def _count_reasons(bad: ray.data.Dataset) -> tuple[dict[str, int], dict[str, str]]:
+def _count_reasons(reasons: list[str]) -> tuple[dict[str, int], dict[str, str]]:
     """(rows per reason category, first message per category)."""
     counts: dict[str, int] = {}
     examples: dict[str, str] = {}
-    if bad.count():
-        for reason in bad.select_columns([REASON]).to_pandas()[REASON]:
-            category = reason_category(reason)
-            counts[category] = counts.get(category, 0) + 1
-            examples.setdefault(category, reason)
+    for reason in reasons:
+        category = reason_category(reason)
+        counts[category] = counts.get(category, 0) + 1
+        examples.setdefault(category, reason)
     return counts, examples
+
+
+def _meta(verified: ray.data.Dataset) -> tuple[pd.DataFrame, list[str]]:
+    """(keys of the verified rows, reasons of the quarantined ones) from ``blocks.take_meta``
+    of every block. Arrow until the end: the 64-bit hashes of the good rows must not pass
+    through pandas' float NaN for the bad rows' nulls."""
+    import ray
+
+    take = verified.map_batches(blk.take_meta, batch_format="pyarrow", batch_size=None)
+    tables = [t for t in ray.get(take.to_arrow_refs()) if t.num_columns]
+    if not tables:
+        return pd.DataFrame(), []
+    table = pa.concat_tables(tables)
+    good = table.filter(pc.equal(table[PART], "good")).drop_columns([PART, REASON])
+    bad = table.filter(pc.equal(table[PART], "bad"))[REASON].to_pylist()
+    frame = good.drop_columns([SOURCE]).to_pandas()
+    frame.insert(1, SOURCE, _categorical(good[SOURCE]))
+    return frame, bad
+
+
+def _categorical(column: pa.ChunkedArray) -> pd.Categorical:
+    """Source URIs (a few distinct values over millions of rows) as a pandas categorical whose
+    categories are sorted, so that sorting by it is sorting by the text."""
+    names = sorted(v for v in pc.unique(column).to_pylist() if v is not None)
+    codes = pc.fill_null(pc.index_in(column, value_set=pa.array(names, pa.string())), -1)
+    return pd.Categorical.from_codes(
+        np.asarray(codes.to_numpy(), dtype=np.int64), categories=names, ordered=True
+    )
 
 
 def _check_usable(
@@ -250,77 +308,15 @@ def _label_counts(
     if card.framing.category == "regression":
         return {s: {} for s in SPLITS}
     out: dict[str, Any] = {}
+    classes = labels.astype(np.int64)
     for s in SPLITS:
         mine = assigned == s
-        counts = pd.Series(copies[mine]).groupby(labels[mine]).sum().sort_index()
-        out[s] = {_class_name(card, int(k)): int(v) for k, v in counts.items() if v}
+        counts = np.bincount(classes[mine], weights=copies[mine], minlength=1)
+        out[s] = {_class_name(card, k): int(v) for k, v in enumerate(counts.tolist()) if v}
     return out
 
 
-# The key pass: one small row per verified row, for the driver's decisions -----------------
-LEAK, DUP, H1, H2, PRIMARY, SECONDARY = "_leak", "_dup", "_h1", "_h2", "_p", "_s"
-
-
-def row_keys(batch: pa.Table, card: DesignCard, proto: SplitPlan) -> pa.Table:
-    """``map_batches`` step: label, lineage, split keys, leakage / duplicate / content hashes."""
-    schema = good_schema(card)
-    columns = mf.data_columns(schema)
-    hashes = mf.column_hashes(batch, columns)
-    n = batch.num_rows
-    primary, secondary = proto.keys(batch)
-    text = card.framing.text_input
-    if text is not None:
-        leak = pd.util.hash_array(
-            np.array(normalise_text(batch[text].to_pylist()), dtype=object),
-            hash_key="mlsd-leakage-001",
-            categorize=False,
-        )
-    else:
-        leak = mf.combine([hashes[f] for f in card.feature_names], 0, n)
-    out: dict[str, Any] = {
-        LABEL: batch[LABEL],
-        SOURCE: batch[SOURCE],
-        ROW: batch[ROW],
-        PRIMARY: primary,
-        SECONDARY: secondary,
-        LEAK: leak,
-        H1: mf.combine([hashes[c] for c in columns], 0, n),
-        H2: mf.combine([hashes[c] for c in columns], 1, n),
-    }
-    if card.data.unique_key:
-        out[DUP] = mf.combine([hashes[c] for c in card.data.unique_key], 0, n)
-    return pa.table(out)
-
-
-def _lineage_ids(batch: pa.Table) -> list[tuple[str, int]]:
-    return list(zip(batch[SOURCE].to_pylist(), batch[ROW].to_pylist(), strict=True))
-
-
-def drop_rows(batch: pa.Table, ids: frozenset[tuple[str, int]]) -> pa.Table:
-    keep = [i not in ids for i in _lineage_ids(batch)]
-    return batch.filter(pa.array(keep, pa.bool_()))
-
-
-def duplicate_rows(
-    batch: pa.Table, reasons: dict[tuple[str, int], str], schema: pa.Schema
-) -> pa.Table:
-    """Verified rows that repeat a unique key, in the quarantine schema (values as text)."""
-    ids = _lineage_ids(batch)
-    part = batch.filter(pa.array([i in reasons for i in ids], pa.bool_()))
-    n = part.num_rows
-    data: dict[str, Any] = {}
-    for f in schema:
-        if f.name == REASON:
-            data[f.name] = pa.array([reasons[i] for i in _lineage_ids(part)], pa.string())
-        elif f.name == RAW:
-            data[f.name] = pa.nulls(n, pa.string())
-        elif f.name in part.column_names:
-            data[f.name] = part[f.name].cast(f.type)
-        else:
-            data[f.name] = pa.nulls(n, f.type)
-    return pa.table(data, schema=schema)
-
-
+# The driver's decisions ------------------------------------------------------------------
 def _duplicates(keys: pd.DataFrame, card: DesignCard) -> dict[tuple[str, int], str]:
     """(source, row) -> reason, for rows whose unique key appeared earlier in lineage order."""
     if not card.data.unique_key or keys.empty:
@@ -413,41 +409,34 @@ def run_etl(card: DesignCard, workdir: Workdir) -> EtlSummary:
     _check_output(output)
     split = card.data.split
     schema = good_schema(card)
+    layout = lay.plan_layout(card.data.partition_by, schema)
 
     with _step("read", seconds):
         raw, columns, infos = _read(card, workdir)
         rows_in = raw.count()
 
     with _step("verify", seconds):
-        check = partial(verify_rows, card=card, columns=columns)
-        verified = raw.map_batches(check, batch_format="pandas").materialize()
-        take_good, take_bad = partial(split_part, part="good"), partial(split_part, part="bad")
-        good = verified.map_batches(take_good, batch_format="pyarrow").materialize()
-        bad = verified.map_batches(take_bad, batch_format="pyarrow").materialize()
-        del verified
-
-    with _step("keys", seconds):
         stratified = split.stratify and split.strategy == "random"
         stratified = stratified and card.framing.category != "regression"
         column = split.time_column if split.strategy == "time" else split.group_column
         proto = SplitPlan(split.seed, stratified, {}, split.strategy, column)
-        keys = good.map_batches(partial(row_keys, card=card, proto=proto), batch_format="pyarrow")
-        keys_frame = keys.to_pandas() if good.count() else pd.DataFrame()
+        check = partial(blk.verify_block, card=card, columns=columns, proto=proto)
+        # whole blocks (a file, or a database shard) per call: a few large Arrow batches
+        # rather than Ray Data's default of 1,024-row pandas batches
+        verified = raw.map_batches(check, batch_format="pyarrow", batch_size=None).materialize()
+        del raw
+
+    with _step("keys", seconds):
+        keys_frame, bad_reasons = _meta(verified)
         dups = _duplicates(keys_frame, card)
         if dups:
-            ids = frozenset(dups)
-            qschema = quarantine_schema(columns)
-            extra = good.map_batches(
-                partial(duplicate_rows, reasons=dups, schema=qschema), batch_format="pyarrow"
-            )
-            good = good.map_batches(partial(drop_rows, ids=ids), batch_format="pyarrow")
-            good, bad = good.materialize(), bad.union(extra).materialize()
             lineage = list(zip(keys_frame[SOURCE], keys_frame[ROW], strict=True))
-            keys_frame = keys_frame[[i not in ids for i in lineage]].reset_index(drop=True)
-        rows_ok, rows_quarantined = good.count(), bad.count()
+            keys_frame = keys_frame[[i not in dups for i in lineage]].reset_index(drop=True)
+            bad_reasons += list(dups.values())
+        rows_ok, rows_quarantined = len(keys_frame), len(bad_reasons)
         if rows_in != rows_ok + rows_quarantined:
             raise AssertionError(f"rows_in {rows_in} != {rows_ok} ok + {rows_quarantined} bad")
-        by_reason, examples = _count_reasons(bad)
+        by_reason, examples = _count_reasons(bad_reasons)
         log.info("etl: %d rows in, %d ok, quarantined %s", rows_in, rows_ok, by_reason)
 
     with _step("split", seconds):
@@ -490,6 +479,10 @@ def run_etl(card: DesignCard, workdir: Workdir) -> EtlSummary:
             weights = {_class_name(card, k): w for k, w in class_weights(written_train).items()}
 
     with _step("profile", seconds):
+        good = verified.map_batches(blk.take_good, batch_format="pyarrow", batch_size=None)
+        if dups:
+            drop = partial(blk.drop_rows, ids=frozenset(dups))
+            good = good.map_batches(drop, batch_format="pyarrow", batch_size=None)
         states = prof.dataset_states(good, prof.column_kinds(card))
         profile = prof.finalize(states, rows_ok)
         reference, reference_what = _reference(card, output)
@@ -545,13 +538,14 @@ def run_etl(card: DesignCard, workdir: Workdir) -> EtlSummary:
         raise
 
     with _step("write", seconds):
-        for s in SPLITS:
-            take = partial(
-                take_split, plan=plan, split=s, balance=balance if s == "train" else None
-            )
-            part = good.map_batches(take, batch_format="pyarrow")
-            _write(part, outputs[s], schema, counts[s])
-        _write(bad, outputs[QUARANTINE], quarantine_schema(columns), rows_quarantined)
+        targets = {k: _prepare(uri) for k, uri in outputs.items()}
+        schemas = {s: schema for s in SPLITS} | {QUARANTINE: quarantine_schema(columns)}
+        written = _write_all(
+            verified, targets, schemas, layout, plan=plan, balance=balance, duplicates=dups
+        )
+        expected = {**counts, QUARANTINE: rows_quarantined}
+        if written != expected:  # the guarantee: every row is in a split or the quarantine
+            raise AssertionError(f"rows written {written} != planned {expected}")
         storage.write_text(summary.profile, prof.dumps(profile))
         manifest = {
             "dataset_version": summary.dataset_version,
@@ -575,10 +569,16 @@ def run_etl(card: DesignCard, workdir: Workdir) -> EtlSummary:
             },
             "quarantine": outputs[QUARANTINE],
             "schema": {
-                "splits": mf.schema_json(schema),
+                "splits": mf.schema_json(lay.written_schema(schema, layout)),
                 "quarantine": mf.schema_json(quarantine_schema(columns)),
             },
             "split": {"strategy": split.strategy, "stratified": stratified, "seed": split.seed},
+            "layout": {
+                "format": "parquet",
+                "partitioning": "hive" if layout else None,
+                "partition_by": list(card.data.partition_by),
+                **(layout.to_json() if layout else {}),
+            },
             "label_counts": summary.label_counts,
             "class_weights": weights,
             "balance": summary.balance,
@@ -639,7 +639,7 @@ def read_split(card: DesignCard, workdir: Workdir, split: str) -> pd.DataFrame:
         raise DataError(
             f"No {split} split at {uri!r}.", fix=f"run the ETL first: mlsd etl <card> ({card.name})"
         )
-    table = pads.dataset(path, filesystem=fs, format="parquet").to_table()
+    table = lay.read_table(uri)  # Hive partition columns come back with their types
     frame = table.to_pandas(ignore_metadata=True)  # plain dtypes, whatever wrote the files
     if {SOURCE, ROW} <= set(frame.columns):
         frame = frame.sort_values([SOURCE, ROW], kind="stable")

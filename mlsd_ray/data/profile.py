@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from mlsd_ray.data.verify import LABEL, ROW, SOURCE, carried_columns
 from mlsd_ray.spec import Data, DesignCard
@@ -81,11 +82,8 @@ def _bottom(hashes: np.ndarray, values: np.ndarray, k: int) -> list[tuple[int, A
         keep = np.argpartition(hashes, k - 1)[:k]
         hashes, values = hashes[keep], values[keep]
     order = np.argsort(hashes, kind="stable")
-    return [(int(hashes[i]), _py(values[i])) for i in order]
-
-
-def _py(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
+    # .tolist() gives the Python ints and floats that .item() would, without a call per row
+    return list(zip(hashes[order].tolist(), values[order].tolist(), strict=True))
 
 
 def _kmv(values: np.ndarray) -> list[int]:
@@ -117,16 +115,21 @@ def numeric_state(values: np.ndarray, nulls: int, row_hashes: np.ndarray) -> Sta
     }
 
 
-def category_state(values: np.ndarray, nulls: int, cap: int) -> State:
-    """State of an object array of strings without nulls."""
-    counted = pd.Series(values, dtype=object).map(str).value_counts(sort=False)
-    uniq = [str(u) for u in counted.index]
-    table = dict(zip(uniq, [int(c) for c in counted.tolist()], strict=True))
+def category_state(
+    values: np.ndarray, nulls: int, cap: int, counted: dict[str, int] | None = None
+) -> State:
+    """State of an object array of strings without nulls (``counted``: its value counts in
+    order of first appearance, when the caller has them already)."""
+    if counted is None:
+        series = pd.Series(values, dtype=object).map(str).value_counts(sort=False)
+        counted = dict(zip([str(u) for u in series.index], series.tolist(), strict=True))
+    uniq = list(counted)
+    table = {u: int(c) for u, c in counted.items()}
     exact = len(table) <= cap
     top = dict(Counter(table).most_common(MAX_SHARES)) if not exact else None
     return {
         "kind": "category",
-        "count": len(values),
+        "count": sum(table.values()),
         "nulls": nulls,
         "values": table if exact else None,
         "top": top,
@@ -149,6 +152,13 @@ def _column_state(kind: str, column: pa.ChunkedArray, row_hashes: np.ndarray) ->
         state = numeric_state(values[~nan], nulls + int(nan.sum()), hashes[~nan])
         state["kind"] = kind
         return state
+    if kind == "category" and (
+        pa.types.is_string(column.type) or pa.types.is_integer(column.type)
+    ):  # counted by Arrow: no Python object per row
+        counts = pc.value_counts(column.drop_null())
+        keys = [str(k) for k in counts.field("values").to_pylist()]
+        counted = dict(zip(keys, counts.field("counts").to_pylist(), strict=True))
+        return category_state(np.array([], dtype=object), nulls, MAX_EXACT, counted)
     if pa.types.is_boolean(column.type):
         values = np.where(column.to_numpy(zero_copy_only=False)[valid], "true", "false")
     else:

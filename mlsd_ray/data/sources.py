@@ -66,17 +66,21 @@ class _File:
     path: str  # inside the filesystem
     uri: str  # what rows carry as _source
     #: (column, value) from ``key=value`` folder names below the source folder
-    partitions: tuple[tuple[str, str], ...] = ()
+    partitions: tuple[tuple[str, str | None], ...] = ()
 
 
-def _partitions(base: str, path: str) -> tuple[tuple[str, str], ...]:
-    """``base/day=2024-01-02/kind=a/x.csv`` -> (("day", "2024-01-02"), ("kind", "a"))."""
+def _partitions(base: str, path: str) -> tuple[tuple[str, str | None], ...]:
+    """``base/day=2024-01-02/kind=a/x.csv`` -> (("day", "2024-01-02"), ("kind", "a")).
+    Values are percent-decoded and ``__HIVE_DEFAULT_PARTITION__`` is null, as Arrow, Spark
+    and mlsd-ray's own partitioned splits write them."""
+    from urllib.parse import unquote
+
     rel = path[len(base.rstrip("/")) + 1 :] if path.startswith(base.rstrip("/") + "/") else ""
-    out = []
+    out: list[tuple[str, str | None]] = []
     for part in rel.split("/")[:-1]:
         key, sep, value = part.partition("=")
         if sep and key:
-            out.append((key, value))
+            out.append((key, None if value == "__HIVE_DEFAULT_PARTITION__" else unquote(value)))
     return tuple(out)
 
 
@@ -572,6 +576,8 @@ def _read_database(source: Source, card: DesignCard) -> tuple[ray.data.Dataset, 
     ensure_ray()
     ds = database.read_database(source, names, names, statement)
     info: dict[str, Any] = {"uri": origin, "kind": "database", "sql": statement}
+    if source.shards > 1:
+        info["shards"] = source.shards
     return ds, info
 
 

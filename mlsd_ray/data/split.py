@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -49,9 +49,23 @@ def _key(seed: int, salt: str = "") -> str:
     return hashlib.blake2b(f"{seed}{salt}".encode(), digest_size=8).hexdigest()  # 16 chars
 
 
-def row_hash(sources: list[str], rows: list[int], seed: int, salt: str = "") -> np.ndarray:
-    """Seeded 64-bit hash per row of (file URI, row number): stable across processes."""
-    ids = np.array([f"{s}\x1f{r}" for s, r in zip(sources, rows, strict=True)], dtype=object)
+Strings: TypeAlias = "list[str] | pa.Array | pa.ChunkedArray"
+Ints: TypeAlias = "list[int] | pa.Array | pa.ChunkedArray"
+
+
+def row_hash(sources: Strings, rows: Ints, seed: int, salt: str = "") -> np.ndarray:
+    """Seeded 64-bit hash per row of (file URI, row number): stable across processes.
+    Arrow columns are joined by Arrow compute (the same text as the Python lists give)."""
+    if isinstance(sources, pa.Array | pa.ChunkedArray):
+        numbers = pc.cast(
+            pa.chunked_array([rows]) if isinstance(rows, pa.Array) else rows, pa.string()
+        )
+        text = pc.binary_join_element_wise(
+            pc.fill_null(sources.cast(pa.string()), "None"), pc.fill_null(numbers, "None"), "\x1f"
+        )
+        ids = np.asarray(text.to_numpy(zero_copy_only=False), dtype=object)
+    else:
+        ids = np.array([f"{s}\x1f{r}" for s, r in zip(sources, rows, strict=True)], dtype=object)
     return pd.util.hash_array(ids, hash_key=_key(seed, salt), categorize=False)
 
 
@@ -93,7 +107,7 @@ class SplitPlan:
 
     def keys(self, batch: pa.Table) -> tuple[np.ndarray, np.ndarray]:
         """(primary, secondary) sort keys of a block's rows."""
-        lineage = row_hash(batch[SOURCE].to_pylist(), batch[ROW].to_pylist(), self.seed)
+        lineage = row_hash(batch[SOURCE], batch[ROW], self.seed)
         if self.strategy == "time":
             assert self.column is not None
             return time_key(batch[self.column]), lineage
@@ -157,7 +171,7 @@ class BalancePlan:
     seed: int
     per_class: dict[int, tuple[int, int | None]] = field(default_factory=dict)
 
-    def copies(self, labels: np.ndarray, sources: list[str], rows: list[int]) -> np.ndarray:
+    def copies(self, labels: np.ndarray, sources: Strings, rows: Ints) -> np.ndarray:
         hashes = row_hash(sources, rows, self.seed, "balance")
         out = np.ones(len(labels), dtype=np.int64)
         for label, (base, cut) in self.per_class.items():
@@ -201,7 +215,7 @@ def take_split(
     part = batch.filter(pa.array(plan.assign(labels, primary, secondary) == split))
     if balance is None or not balance.per_class or not part.num_rows:
         return part
-    copies = balance.copies(part[LABEL].to_numpy(), part[SOURCE].to_pylist(), part[ROW].to_pylist())
+    copies = balance.copies(part[LABEL].to_numpy(), part[SOURCE], part[ROW])
     return part.take(pa.array(np.repeat(np.arange(part.num_rows), copies)))
 
 
@@ -225,20 +239,31 @@ def leakage(
     involved = np.isin(leak, shared)
     shown = []
     if len(shared):
+        # the first `examples` leaking values in lineage order, found by sorting integer
+        # codes (sources sorted as text), not millions of strings
+        where = np.flatnonzero(involved)
+        sources = keys[SOURCE].iloc[where]
+        if isinstance(sources.dtype, pd.CategoricalDtype) and sources.cat.ordered:
+            codes = sources.cat.codes.to_numpy()  # categories sorted as text (see etl)
+        else:
+            codes = pd.factorize(sources.to_numpy(), sort=True)[0]
+        order = where[np.lexsort((keys[ROW].to_numpy()[where], codes))]
+        firsts = pd.unique(leak[order])[:examples]
+        picked = order[np.isin(leak[order], firsts)]
         rows = pd.DataFrame(
             {
-                "leak": leak[involved],
-                "split": assigned[involved],
-                SOURCE: keys[SOURCE].to_numpy()[involved],
-                ROW: keys[ROW].to_numpy()[involved],
+                "leak": leak[picked],
+                "split": assigned[picked],
+                SOURCE: np.asarray(keys[SOURCE].iloc[picked].tolist(), dtype=object),
+                ROW: keys[ROW].to_numpy()[picked],
             }
-        ).sort_values([SOURCE, ROW], kind="stable")
-        for key in rows["leak"].drop_duplicates().head(examples):
-            mine = rows[rows["leak"] == key].drop_duplicates("split")
+        )
+        for key in firsts:
+            part = rows[rows["leak"] == key].drop_duplicates("split")
             shown.append(
                 [
                     f"{s}:{r} ({p})"
-                    for s, r, p in zip(mine[SOURCE], mine[ROW], mine["split"], strict=True)
+                    for s, r, p in zip(part[SOURCE], part[ROW], part["split"], strict=True)
                 ]
             )
     return {

@@ -71,21 +71,36 @@ class Verified:
     quarantined: pd.DataFrame
 
 
-def _cells(batch: pd.DataFrame, name: str) -> list[str | None]:
+#: What verification takes: a pandas frame, or an Arrow table (``map_batches`` with
+#: ``batch_format="pyarrow"``, which spares the conversion to pandas and back).
+Batch: TypeAlias = "pd.DataFrame | pa.Table"
+
+
+def _names(batch: Batch) -> list[str]:
+    return list(batch.column_names if isinstance(batch, pa.Table) else batch.columns)
+
+
+def _cells(batch: Batch, name: str) -> list[str | None]:
     """A column as Python strings with None for nulls, whatever pandas dtype it arrived in."""
-    if name not in batch.columns:
+    if name not in _names(batch):
         return [None] * len(batch)
     strings = _string_array(batch, name)
     if strings is not None:
         return list(strings.to_pylist())
-    return [None if _is_null(v) else str(v) for v in batch[name].tolist()]
+    values = batch[name].to_pylist() if isinstance(batch, pa.Table) else batch[name].tolist()
+    return [None if _is_null(v) else str(v) for v in values]
 
 
-def _string_array(batch: pd.DataFrame, name: str) -> pa.Array | None:
+def _string_array(batch: Batch, name: str) -> pa.Array | None:
     """The column as an Arrow string array when it holds only strings and nulls (as every
     source column does), else None."""
-    if name not in batch.columns:
+    if name not in _names(batch):
         return None
+    if isinstance(batch, pa.Table):
+        kind = batch.schema.field(name).type
+        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+            return None
+        return batch[name].combine_chunks().cast(pa.string())
     column = batch[name]
     dtype = column.dtype
     if isinstance(dtype, pd.ArrowDtype):  # what Ray Data's pandas batches hold
@@ -327,9 +342,7 @@ def good_schema(card: DesignCard) -> pa.Schema:
 Check = Callable[[str | None], tuple[Any, str | None]]  # cell -> (value, reason)
 
 
-def _check_column(
-    batch: pd.DataFrame, column: str, reasons: list[str | None], check: Check
-) -> list[Any]:
+def _check_column(batch: Batch, column: str, reasons: list[str | None], check: Check) -> list[Any]:
     """Typed values of one column; the first problem of each row goes into ``reasons``."""
     values = []
     for i, cell in enumerate(_cells(batch, column)):
@@ -427,7 +440,7 @@ Column: TypeAlias = list[Any] | pa.Array  # typed values: Python list or Arrow a
 
 
 def _check_input_column(
-    batch: pd.DataFrame, field: InputField, rule: Data.Rule | None, reasons: list[str | None]
+    batch: Batch, field: InputField, rule: Data.Rule | None, reasons: list[str | None]
 ) -> Column:
     strings = _string_array(batch, field.name) if FAST else None
     fast = _fast_column(strings, field, rule) if strings is not None else None
@@ -441,7 +454,7 @@ def _check_input_column(
     return values
 
 
-def _verify(batch: pd.DataFrame, card: DesignCard) -> tuple[dict[str, Column], list[str | None]]:
+def _verify(batch: Batch, card: DesignCard) -> tuple[dict[str, Column], list[str | None]]:
     """(typed columns by name, reason per row) for ``batch``; see the module docstring."""
     reasons = _cells(batch, REASON)
     typed: dict[str, Column] = {}
@@ -450,34 +463,95 @@ def _verify(batch: pd.DataFrame, card: DesignCard) -> tuple[dict[str, Column], l
         typed[field.name] = _check_input_column(batch, field, rule, reasons)
     for name, kind in carried_columns(card).items():
         typed[name] = _carried(batch, name, kind, reasons)
-    label = card.framing.label.column
-    typed[LABEL] = _check_column(batch, label, reasons, partial(check_label, card=card))
-    typed[SOURCE] = _cells(batch, SOURCE)
+    typed[LABEL] = _check_label_column(batch, card, reasons)
+    source = _string_array(batch, SOURCE) if isinstance(batch, pa.Table) else None
+    typed[SOURCE] = source if source is not None else _cells(batch, SOURCE)
     typed[ROW] = _row_numbers(batch)
     return typed, reasons
+
+
+def _check_label_column(batch: Batch, card: DesignCard, reasons: list[str | None]) -> Column:
+    """Labels of every row: Arrow look-ups for the cells that match the mapping (or cast as
+    numbers), the per-cell ``check_label`` for the rest, which words the reasons."""
+    column = card.framing.label.column
+    check = partial(check_label, card=card)
+    strings = _string_array(batch, column) if FAST else None
+    if strings is None:
+        return _check_column(batch, column, reasons, check)
+    fast = _fast_label(strings, card)
+    if fast is None:
+        return _check_column(batch, column, reasons, check)
+    values, unsure = fast
+    if not len(unsure):
+        return values
+    out = values.to_pylist()  # rare: labels the fast path could not place
+    cells = strings.take(pa.array(unsure, pa.int64())).to_pylist()
+    for i, cell in zip(unsure.tolist(), cells, strict=True):
+        out[i], problem = check(cell)
+        if problem is not None and reasons[i] is None:
+            reasons[i] = problem
+    return out
+
+
+def _fast_label(strings: pa.Array, card: DesignCard) -> tuple[pa.Array, np.ndarray] | None:
+    """(labels, rows left to ``check_label``) by Arrow compute, or None when the whole column
+    should take the per-cell path. A row is left over unless its stripped cell is a key of the
+    mapping (or, without one, a number Arrow casts); those rows get nulls here."""
+    import pyarrow.compute as pc
+
+    label = card.framing.label
+    trimmed = pc.utf8_trim_whitespace(strings)
+    blank = pc.fill_null(pc.equal(trimmed, ""), True)
+    present = pc.if_else(blank, pa.scalar(None, pa.string()), trimmed)
+    if label.mapping:
+        keys = pa.array(list(label.mapping), pa.string())
+        index = pc.index_in(present, value_set=keys)
+        values = pa.array(list(label.mapping.values()), pa.int64()).take(index)
+    else:
+        regression = card.framing.category == "regression"
+        try:
+            values = pc.cast(present, pa.float64() if regression else pa.int64())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None
+        if regression:
+            if pc.any(pc.invert(pc.is_finite(values))).as_py():
+                return None
+        else:
+            inside = pc.and_(pc.greater_equal(values, 0), pc.less(values, len(label.classes)))
+            values = pc.if_else(inside, values, pa.scalar(None, pa.int64()))
+    unsure = np.flatnonzero(np.asarray(values.is_null().to_numpy(zero_copy_only=False)))
+    return values, unsure
 
 
 def _as_list(values: Column) -> list[Any]:
     return values.to_pylist() if isinstance(values, pa.Array) else values
 
 
-def _quarantined_frame(
-    batch: pd.DataFrame, reasons: list[str | None], rows: list[Any]
-) -> pd.DataFrame:
-    columns = [c for c in batch.columns if c not in META]
+def _pick(values: Column, rows: list[int]) -> list[Any]:
+    if isinstance(values, pa.Array):
+        return list(values.take(pa.array(rows, pa.int64())).to_pylist())
+    return [values[i] for i in rows]
+
+
+def _quarantined_frame(batch: Batch, reasons: list[str | None], rows: Column) -> pd.DataFrame:
+    columns = [c for c in _names(batch) if c not in META]
     order = [*columns, REASON, SOURCE, ROW, RAW]
     rejected = [i for i, r in enumerate(reasons) if r is not None]
-    part = batch.iloc[rejected]  # only the rejected rows are turned back into text
+    # only the rejected rows are turned back into text
+    if isinstance(batch, pa.Table):
+        part: Batch = batch.take(pa.array(rejected, pa.int64()))
+    else:
+        part = batch.iloc[rejected]
     bad: dict[str, list[Any]] = {c: _cells(part, c) for c in [*columns, SOURCE, RAW]}
     bad[REASON] = [reasons[i] for i in rejected]
-    bad[ROW] = [rows[i] for i in rejected]
+    bad[ROW] = _pick(rows, rejected)
     quarantined = pd.DataFrame(bad, columns=order)
     if len(quarantined):
         quarantined[ROW] = quarantined[ROW].astype("Int64")
     return quarantined
 
 
-def verify_batch(batch: pd.DataFrame, card: DesignCard) -> Verified:
+def verify_batch(batch: Batch, card: DesignCard) -> Verified:
     """Check every row of ``batch`` against the card; see the module docstring for the rules."""
     typed, reasons = _verify(batch, card)
     ok = [r is None for r in reasons]
@@ -488,8 +562,7 @@ def verify_batch(batch: pd.DataFrame, card: DesignCard) -> Verified:
         },
         good_schema(card),
     )
-    rows = _as_list(typed[ROW])
-    return Verified(good=good, quarantined=_quarantined_frame(batch, reasons, rows))
+    return Verified(good=good, quarantined=_quarantined_frame(batch, reasons, typed[ROW]))
 
 
 def _good_table(typed: dict[str, Column], ok: list[bool], schema: pa.Schema) -> pa.Table:
@@ -510,7 +583,7 @@ def _good_table(typed: dict[str, Column], ok: list[bool], schema: pa.Schema) -> 
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def _carried(batch: pd.DataFrame, name: str, kind: str, reasons: list[str | None]) -> list[Any]:
+def _carried(batch: Batch, name: str, kind: str, reasons: list[str | None]) -> list[Any]:
     """Values of a split time/group column that is not an input; problems into ``reasons``."""
     cells = _cells(batch, name)
     if kind == "time":
@@ -554,10 +627,13 @@ def _frame(columns: dict[str, list[Any]], schema: pa.Schema) -> pd.DataFrame:
     return pd.DataFrame(out, columns=schema.names)
 
 
-def _row_numbers(batch: pd.DataFrame) -> list[int | None]:
-    if ROW not in batch.columns:
+def _row_numbers(batch: Batch) -> Column:
+    if ROW not in _names(batch):
         return [None] * len(batch)
-    return [None if _is_null(v) else int(v) for v in batch[ROW].tolist()]
+    if isinstance(batch, pa.Table) and pa.types.is_integer(batch.schema.field(ROW).type):
+        return batch[ROW].combine_chunks().cast(pa.int64())
+    values = batch[ROW].to_pylist() if isinstance(batch, pa.Table) else batch[ROW].tolist()
+    return [None if _is_null(v) else int(v) for v in values]
 
 
 def quarantine_schema(columns: list[str]) -> pa.Schema:
@@ -574,19 +650,19 @@ def _arrow(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
 
 
 # Adapters for Dataset.map_batches: fixed Arrow schemas, so every block writes the same Parquet.
-def good_rows(batch: pd.DataFrame, card: DesignCard) -> pa.Table:
+def good_rows(batch: Batch, card: DesignCard) -> pa.Table:
     typed, reasons = _verify(batch, card)
     return _good_table(typed, [r is None for r in reasons], good_schema(card))
 
 
-def quarantined_rows(batch: pd.DataFrame, card: DesignCard, columns: list[str]) -> pa.Table:
+def quarantined_rows(batch: Batch, card: DesignCard, columns: list[str]) -> pa.Table:
     """``columns``: the source columns of every source, so blocks from different files agree."""
     typed, reasons = _verify(batch, card)
-    return _quarantine_table(batch, reasons, _as_list(typed[ROW]), columns)
+    return _quarantine_table(batch, reasons, typed[ROW], columns)
 
 
 def _quarantine_table(
-    batch: pd.DataFrame, reasons: list[str | None], rows: list[Any], columns: list[str]
+    batch: Batch, reasons: list[str | None], rows: Column, columns: list[str]
 ) -> pa.Table:
     bad = _quarantined_frame(batch, reasons, rows)
     schema = quarantine_schema(columns)
@@ -598,16 +674,17 @@ def _quarantine_table(
 PART = "_part"
 
 
-def verify_rows(batch: pd.DataFrame, card: DesignCard, columns: list[str]) -> pa.Table:
+def verify_rows(batch: Batch, card: DesignCard, columns: list[str]) -> pa.Table:
     """One verification pass for ``map_batches``: the good rows (``good_schema``) then the
     quarantined ones (``quarantine_schema(columns)``), side by side in one table with a
     ``_part`` column (``good`` / ``bad``); ``split_part`` takes either back out."""
     typed, reasons = _verify(batch, card)
     ok = [r is None for r in reasons]
     good = _good_table(typed, ok, good_schema(card))
-    bad = _quarantine_table(batch, reasons, _as_list(typed[ROW]), columns)
+    bad = _quarantine_table(batch, reasons, typed[ROW], columns)
     n_good, n_bad = good.num_rows, bad.num_rows
-    data: dict[str, pa.Array] = {PART: pa.array(["good"] * n_good + ["bad"] * n_bad)}
+    parts = [pa.repeat(pa.scalar("good"), n_good), pa.repeat(pa.scalar("bad"), n_bad)]
+    data: dict[str, pa.Array] = {PART: pa.concat_arrays(parts)}
     for f in good.schema:
         data[f"g:{f.name}"] = pa.concat_arrays(
             [good[f.name].combine_chunks(), pa.nulls(n_bad, f.type)]
@@ -625,6 +702,6 @@ def split_part(batch: pa.Table, part: str) -> pa.Table:
     import pyarrow.compute as pc
 
     prefix = "g:" if part == "good" else "q:"
-    rows = batch.filter(pc.equal(batch[PART], part))
-    names = [n for n in rows.column_names if n.startswith(prefix)]
-    return rows.select(names).rename_columns([n[2:] for n in names])
+    names = [n for n in batch.column_names if n.startswith(prefix)]
+    rows = batch.select(names).filter(pc.equal(batch[PART], part))  # only the columns kept
+    return rows.rename_columns([n[2:] for n in names])

@@ -78,11 +78,10 @@ def batch_predict(
 
 def batch_predict_frame(model_dir: Path, data_uri: str, version: str | None = None) -> Any:
     """``score_frame`` over a Parquet split written by the ETL stage."""
-    import ray
+    from mlsd_ray.data.layout import read_dataset  # Hive partition columns come back typed
 
     ensure_ray()
-    fs, path = storage.filesystem(data_uri)
-    frame = score_frame(ray.data.read_parquet(path, filesystem=fs), model_dir, version)
+    frame = score_frame(read_dataset(data_uri), model_dir, version)
     if len(frame) == 0:
         raise DataError(f"No rows to evaluate in {data_uri!r}.", fix="run the ETL stage first")
     return frame

@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.dataset as pads
 
 from mlsd_ray import storage
 from mlsd_ray.errors import DataError, MlsdError
@@ -44,11 +43,9 @@ def read_reference(card: DesignCard, workdir: Workdir) -> pd.DataFrame:
             why="the monitor compares served inputs with the training split, which ETL writes",
             fix="run `mlsd etl CARD` (or `mlsd run CARD`) with the same --workdir first",
         )
-    fs, path = storage.filesystem(uri)
-    dataset = pads.dataset(path, filesystem=fs, format="parquet")
-    wanted = [*card.feature_names, "label"]
-    columns = [c for c in wanted if c in dataset.schema.names]
-    return dataset.to_table(columns=columns).to_pandas()
+    from mlsd_ray.data.layout import read_table  # Hive partition columns come back typed
+
+    return read_table(uri, columns=[*card.feature_names, "label"]).to_pandas()
 
 
 def reference_scores(

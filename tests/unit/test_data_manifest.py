@@ -61,3 +61,18 @@ def test_duplicate_rows_count_twice() -> None:
 def test_code_version_names_the_sources() -> None:
     version = mf.code_version()
     assert len(version["data_code_sha256"]) == 64 and version["package"]
+
+
+def test_text_hashes_by_dictionary_equal_hashing_every_row() -> None:
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from mlsd_ray.data.manifest import _KEYS, _text_hashes
+
+    column = pa.chunked_array([["a", None, "b", "a"], ["", "ü", None], []])
+    every = np.asarray(pc.fill_null(column, "").to_numpy(zero_copy_only=False), dtype=object)
+    want = pd.util.hash_array(every, hash_key=_KEYS[0], categorize=False)
+    assert (_text_hashes(column) == want).all()
+    assert len(_text_hashes(pa.chunked_array([], pa.string()))) == 0

@@ -172,3 +172,14 @@ def test_balance_resamples_train_to_equal_classes(mode: str, target: int) -> Non
     assert plan.copies(labels[::-1], sources, rows[::-1]).tolist() == copies[::-1].tolist()
     assert class_weights(labels) == {0: pytest.approx(1000 / 1800), 1: 5.0}
     assert class_weights(np.repeat(labels, copies)) == {0: 1.0, 1: 1.0}
+
+
+def test_row_hash_of_arrow_columns_equals_python_lists() -> None:
+    import pyarrow as pa
+
+    sources = ["s3://a/b.csv", "x", "postgresql://h/db#table=t"] * 2
+    rows = [1, 2, 3, -4, 10**12, 0]
+    want = row_hash(sources, rows, 3, "balance")
+    chunked = (pa.chunked_array([sources[:2], sources[2:]]), pa.chunked_array([rows[:4], rows[4:]]))
+    assert (row_hash(pa.array(sources), pa.array(rows), 3, "balance") == want).all()
+    assert (row_hash(*chunked, 3, "balance") == want).all()

@@ -355,3 +355,45 @@ def test_vectorised_checks_agree_with_the_per_cell_rules(monkeypatch) -> None:
         assert V.split_part(both, "good").equals(slow_table)
         assert V.split_part(both, "bad").num_rows == len(slow.quarantined)
         assert isinstance(both, pa.Table)
+        # the ETL hands verify_rows Arrow tables: same good rows and quarantine as pandas
+        arrow = pa.Table.from_pandas(frame, preserve_index=False)
+        assert V.verify_rows(arrow, card, list(frame.columns[:6])).equals(both)
+
+
+@pytest.mark.parametrize(
+    ("label", "cells"),
+    [
+        ({"column": "y", "mapping": {"0": 0, "1": 1, "yes": 1}}, ["1", " 0 ", "1.0", "yes", "2"]),
+        ({"column": "y", "mapping": {"0": 0, "1": 1}}, ["", None, "\u00a01", "0.0", "x"]),
+        ({"column": "y", "classes": ["a", "b", "c"]}, ["0", " 2", "3", "-1", "1", "2.0"]),
+        ({"column": "y", "classes": ["a", "b"]}, ["0", "1", "1", "x"]),
+    ],
+)
+def test_vectorised_labels_agree_with_check_label(monkeypatch, label, cells) -> None:
+    """Labels are looked up by Arrow compute; cells it cannot place fall back to check_label."""
+    import pyarrow as pa
+
+    from mlsd_ray.data import verify as V
+
+    category = "multiclass" if len(label.get("classes", "ab")) > 2 else "binary"
+    card = make_card([{"name": "x", "type": "float"}], label, category=category)
+    frame = batch(x=["1"] * len(cells), y=cells)
+    monkeypatch.setattr(V, "FAST", False)
+    slow = V.verify_rows(frame, card, ["x", "y"])
+    monkeypatch.setattr(V, "FAST", True)
+    arrow = pa.Table.from_pandas(frame, preserve_index=False)
+    assert V.verify_rows(arrow, card, ["x", "y"]).equals(slow)
+    assert V.verify_rows(frame, card, ["x", "y"]).equals(slow)
+
+
+def test_regression_labels_cast_by_arrow_or_per_cell() -> None:
+    import pyarrow as pa
+
+    from mlsd_ray.data import verify as V
+
+    card = make_card([{"name": "x", "type": "float"}], {"column": "y"}, category="regression")
+    cases = ((["1.5", " 2", "1e3"], [1.5, 2.0, 1000.0]), (["1_0", "inf", "3"], [10.0, 3.0]))
+    for cells, good in cases:
+        arrow = pa.Table.from_pandas(batch(x=["1"] * len(cells), y=cells), preserve_index=False)
+        out = V.split_part(V.verify_rows(arrow, card, ["x", "y"]), "good")
+        assert out["label"].to_pylist() == good
