@@ -29,12 +29,15 @@ from mlsd_ray.spec import DesignCard
 log = logging.getLogger(__name__)
 
 
-def score(ds: Any, model_dir: Path, version: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+def score(
+    ds: Any, model_dir: Path, version: str | None = None, inference: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(labels, positive-class probabilities) for a Ray Dataset with the card's columns and
-    ``label``, scored by ``Predictor`` actors (the class Serve uses)."""
+    ``label``, scored by ``Predictor`` actors (the class Serve uses) with the card's
+    ``deployment.inference`` path, so the gate judges what will be served."""
     scored = ds.map_batches(
         Predictor,
-        fn_constructor_args=(str(model_dir), version),
+        fn_constructor_args=(str(model_dir), version, inference),
         batch_format="pandas",
         batch_size=256,
         concurrency=1,  # one model copy: the cluster is small and loading dominates
@@ -44,14 +47,14 @@ def score(ds: Any, model_dir: Path, version: str | None = None) -> tuple[np.ndar
 
 
 def batch_predict(
-    model_dir: Path, data_uri: str, version: str | None = None
+    model_dir: Path, data_uri: str, version: str | None = None, inference: str | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """``score`` over a Parquet split written by the ETL stage."""
     import ray
 
     ensure_ray()
     fs, path = storage.filesystem(data_uri)
-    y, p = score(ray.data.read_parquet(path, filesystem=fs), model_dir, version)
+    y, p = score(ray.data.read_parquet(path, filesystem=fs), model_dir, version, inference)
     if len(y) == 0:
         raise DataError(f"No rows to evaluate in {data_uri!r}.", fix="run the ETL stage first")
     return y, p
@@ -104,7 +107,7 @@ def evaluate_models(
     results: dict[str, dict[str, Any]] = {}
     for name in trained_models(card, workdir):
         log.info("evaluating %s on %s", name, data_uri)
-        y, p = batch_predict(workdir.model_dir(name), data_uri)
+        y, p = batch_predict(workdir.model_dir(name), data_uri, inference=card.deployment.inference)
         curves[name], results[name] = (y, p), classification_metrics(y, p, threshold)
     if not results:
         raise DataError(
@@ -116,7 +119,7 @@ def evaluate_models(
     champion_metrics = None
     if champion is not None:
         version, path = registry.fetch_model(card, workdir, registry.CHAMPION)
-        y, p = batch_predict(path, data_uri, version)
+        y, p = batch_predict(path, data_uri, version, card.deployment.inference)
         champion_metrics = classification_metrics(y, p, threshold)
         curves[f"champion v{version}"] = (y, p)
 

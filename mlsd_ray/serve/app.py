@@ -103,7 +103,14 @@ def build_application(
     model = (
         cast(serve.Deployment, ModelServer)
         .options(**model_options(card))
-        .bind(str(package), version, b.max_batch_size, b.batch_wait_timeout_s, log_options)
+        .bind(
+            str(package),
+            version,
+            b.max_batch_size,
+            b.batch_wait_timeout_s,
+            log_options,
+            inference=card.deployment.inference,
+        )
     )
     log.info("serving %s from %s (version %s)", card.name, package, version or "from package")
     return (

@@ -52,8 +52,9 @@ class ModelServer:
         max_batch_size: int,
         batch_wait_timeout_s: float,
         log_options: dict[str, Any] | None = None,
+        inference: str | None = None,
     ) -> None:
-        self.predictor = Predictor(model_dir, version=version)
+        self.predictor = Predictor(model_dir, version=version, inference=inference)
         batcher = cast(Any, self._predict_batch)  # @serve.batch adds these setters
         batcher.set_max_batch_size(max_batch_size)
         batcher.set_batch_wait_timeout_s(batch_wait_timeout_s)
