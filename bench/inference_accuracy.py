@@ -24,11 +24,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from sklearn.metrics import roc_auc_score
 
 from mlsd_ray.models.fast_inference import INFERENCE_PATHS
 from mlsd_ray.models.package import InputSchema, ModelManifest, save_package
-from mlsd_ray.models.transformer import TransformerTextClassifier
+from mlsd_ray.models.transformer import LoopHooks, LoopState, TransformerTextClassifier
 from mlsd_ray.predict import Predictor
 
 DAVIDSON = Path("../shared/datasets/harmful_content/davidson_dev.csv")
@@ -44,6 +45,12 @@ def davidson(path: Path, seed: int) -> pd.DataFrame:
     return frame.sample(frac=1.0, random_state=seed).reset_index(drop=True)
 
 
+class Progress(LoopHooks):
+    def after_step(self, state: LoopState, loss: float, last_in_epoch: bool) -> None:
+        if state.step % 10 == 0:
+            logging.info("fine-tuning step %d loss %.4f", state.step, loss)
+
+
 def fine_tune(train: pd.DataFrame, steps: int, out: Path) -> Path:
     params = {
         "pretrained": "minilm",
@@ -57,7 +64,7 @@ def fine_tune(train: pd.DataFrame, steps: int, out: Path) -> Path:
     }
     t0 = time.perf_counter()
     model = TransformerTextClassifier(["text"], **params).fit(
-        train[["text"]], train["label"].to_numpy()
+        train[["text"]], train["label"].to_numpy(), hooks=Progress()
     )
     manifest = ModelManifest(
         name="minilm_davidson",
@@ -128,12 +135,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, default=DAVIDSON)
     parser.add_argument("--model-dir", type=Path, help="measure this package (no fine-tuning)")
     parser.add_argument("--model-out", type=Path, default=Path("/tmp/mlsd_minilm_davidson"))
-    parser.add_argument("--steps", type=int, default=100, help="fine-tuning steps of 16")
-    parser.add_argument("--train-rows", type=int, default=4000)
-    parser.add_argument("--eval-rows", type=int, default=2000)
+    parser.add_argument("--steps", type=int, default=60, help="fine-tuning steps of 16")
+    parser.add_argument("--train-rows", type=int, default=2000)
+    parser.add_argument("--eval-rows", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1: no OpenMP spinning on a busy box)"
+    )
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if not args.data.is_file():
@@ -158,6 +169,7 @@ def main(argv: list[str] | None = None) -> None:
         "loadavg_before": load_before,
         "loadavg_after": os.getloadavg(),
         "cpus": os.cpu_count(),
+        "torch_threads": args.threads,
     }
     print(table(results))
     print(f"load average before {load_before}, after {out['loadavg_after']}")
