@@ -7,8 +7,9 @@ model computes its logits, so one registered version can be served any of these 
 ``bf16``  torch autocast to bfloat16. Needs a CPU with native bf16 (AVX-512 BF16 or AMX);
           elsewhere autocast emulates bf16 and is slower than fp32, so the model falls back to
           fp32 with a warning (the path in use is reported by ``Predictor.describe``).
-``int8``  dynamic int8 quantization of every ``nn.Linear`` (weights int8 once at load,
-          activations quantized per batch), ``torch.ao.quantization.quantize_dynamic``.
+``int8``  dynamic int8 quantization of the encoder's ``nn.Linear`` layers but the FFN output
+          projections (weights int8 once at load, activations quantized per batch),
+          ``torch.ao.quantization.quantize_dynamic``; see `int8_layers`.
 ``onnx``  ONNX Runtime on a graph exported from the package's weights (dynamic batch and
           sequence axes). The ``.onnx`` file is written once next to the package (or in the
           temp folder when the package is read-only), named after the weights' hash, and read
@@ -58,6 +59,26 @@ def bf16_supported() -> bool:
 def int8_supported() -> bool:
     """True when torch has a CPU engine for dynamically quantized Linear layers."""
     return any(e in torch.backends.quantized.supported_engines for e in ("x86", "fbgemm"))
+
+
+def int8_layers(encoder: torch.nn.Module) -> dict[str, Any]:
+    """The encoder's Linear layers that int8 quantizes: all but each block's FFN output
+    projection, whose input (after GELU) has outliers that per-tensor int8 clips. On the
+    fine-tuned MiniLM (Davidson, 300 posts) that cut the largest probability change from 0.36
+    to 0.09 and the mean from 0.019 to 0.006; per-channel weights alone only reached 0.22.
+    The classifier head is outside the encoder and stays fp32 too."""
+    qconfig = torch.ao.quantization.default_dynamic_qconfig
+    return {
+        name: qconfig
+        for name, module in encoder.named_modules()
+        if isinstance(module, torch.nn.Linear) and not _ffn_output(name)
+    }
+
+
+def _ffn_output(name: str) -> bool:
+    """BERT names the FFN output ``layer.N.output.dense`` (``attention.output.dense`` is the
+    attention projection, which is quantized)."""
+    return name.endswith("output.dense") and "attention" not in name
 
 
 # Runners: texts -> logits -------------------------------------------------------------------
@@ -228,11 +249,10 @@ def make_runner(
         )
         inference = "fp32"
     if inference == "int8":
-        # A copy (``net`` keeps its fp32 weights). Only the encoder: the 2-output head costs
-        # nothing and quantizing it would only add error.
-        quantized = copy.deepcopy(net)
+        quantized = copy.deepcopy(net)  # ``net`` keeps its fp32 weights
+        encoder = quantized.get_submodule("encoder")
         torch.ao.quantization.quantize_dynamic(
-            quantized.encoder, {torch.nn.Linear}, dtype=torch.qint8, inplace=True
+            encoder, int8_layers(encoder), dtype=torch.qint8, inplace=True
         )
         return TorchRunner(quantized, tokenizer, max_length, "int8")
     if inference == "onnx":
