@@ -105,8 +105,8 @@ def measure(model_dir: Path, evaluation: pd.DataFrame) -> dict[str, Any]:
             "inference_in_use": predictor.inference,
             "roc_auc": round(float(roc_auc_score(y, p)), 5),
             "roc_auc_change": round(float(roc_auc_score(y, p) - roc_auc_score(y, reference)), 5),
-            "max_abs_prob_diff": round(float(np.abs(p - reference).max()), 5),
-            "mean_abs_prob_diff": round(float(np.abs(p - reference).mean()), 6),
+            "max_abs_prob_diff": float(f"{np.abs(p - reference).max():.3g}"),
+            "mean_abs_prob_diff": float(f"{np.abs(p - reference).mean():.3g}"),
             "load_s": round(load_s, 2),
             "scoring_seq_per_s": round(len(texts) / score_s, 1),
             "batch32_seq_per_s": round(speed(predictor, texts), 1),
@@ -124,7 +124,7 @@ def table(results: dict[str, Any]) -> str:
     for path, r in results.items():
         rows.append(
             f"| {path} | {r['roc_auc']:.4f} | {r['roc_auc_change']:+.4f} | "
-            f"{r['max_abs_prob_diff']:.4f} | {r['mean_abs_prob_diff']:.5f} | "
+            f"{r['max_abs_prob_diff']:.2g} | {r['mean_abs_prob_diff']:.2g} | "
             f"{r['batch32_seq_per_s']:.0f} | {r['speedup_vs_fp32']:.2f} |"
         )
     return "\n".join(rows)
