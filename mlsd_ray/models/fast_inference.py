@@ -11,9 +11,9 @@ model computes its logits, so one registered version can be served any of these 
           projections (weights int8 once at load, activations quantized per batch),
           ``torch.ao.quantization.quantize_dynamic``; see `int8_layers`.
 ``onnx``  ONNX Runtime on a graph exported from the package's weights (dynamic batch and
-          sequence axes). The ``.onnx`` file is written once next to the package (or in the
-          temp folder when the package is read-only), named after the weights' hash, and read
-          back by onnxruntime: no pickle anywhere.
+          sequence axes). The ``.onnx`` file is exported once into a cache folder
+          (``$MLSD_ONNX_CACHE``, else the temp folder), named after the weights' hash, and
+          read back by onnxruntime: no pickle anywhere; the package is left unchanged.
 
 `use` attaches a path to a fitted ``TransformerTextClassifier`` (its ``runner_``); the
 ``Predictor`` calls it when the card asks for a path, so Serve replicas and batch evaluation
@@ -45,6 +45,7 @@ INFERENCE_PATHS: tuple[str, ...] = get_args(Inference)
 CHUNK = 64  # texts per forward pass, as predict_logits
 ONNX_OPSET = 17
 ONNX_INPUTS = ("input_ids", "attention_mask")
+ONNX_CACHE_ENV = "MLSD_ONNX_CACHE"
 
 
 # Capabilities of this machine -------------------------------------------------------------
@@ -202,19 +203,23 @@ def export_onnx(net: torch.nn.Module, tokenizer: Any, out: Path, max_length: int
     return out
 
 
+def onnx_cache() -> Path:
+    """Folder of exported graphs: ``$MLSD_ONNX_CACHE``, else ``<temp>/mlsd_onnx``. Outside the
+    package on purpose: a package is an artifact (registered, copied, checksummed) and loading
+    it must not change it."""
+    return Path(os.environ.get(ONNX_CACHE_ENV) or Path(tempfile.gettempdir()) / "mlsd_onnx")
+
+
 def onnx_file_for(package_dir: Path) -> Path:
-    """Where the graph of this package's weights lives: ``onnx/model-<sha256[:16]>.onnx`` in
-    the package, or under the temp folder when the package folder is not writable."""
+    """Where the graph of this package's weights lives: ``model-<sha256[:16]>.onnx`` in the
+    cache, so that new weights never meet a stale graph and equal weights share one."""
     from mlsd_ray.models.transformer import WEIGHTS
 
     digest = hashlib.sha256()
     with open(package_dir / WEIGHTS, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
-    name = f"model-{digest.hexdigest()[:16]}.onnx"
-    if os.access(package_dir, os.W_OK):
-        return package_dir / "onnx" / name
-    return Path(tempfile.gettempdir()) / "mlsd_onnx" / name
+    return onnx_cache() / f"model-{digest.hexdigest()[:16]}.onnx"
 
 
 # Choosing a path --------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """``deployment.inference`` reaches the Serve replicas: a tiny transformer served with ONNX Runtime.
 
-The replica exports the graph next to the package when it loads it, so the ONNX file appearing
-there proves the card's choice travelled through ``build_application`` to the ``Predictor`` in
-the replica; the answers over HTTP equal offline predictions of the same path.
+The replica exports the graph into the ONNX cache when it loads the package, so the file named
+after these weights appearing there proves the card's choice travelled through
+``build_application`` to the ``Predictor`` in the replica; the answers over HTTP equal offline
+predictions of the same path.
 """
 
 from __future__ import annotations
@@ -65,7 +66,12 @@ def test_serve_uses_the_cards_inference_path(ray_cluster, package: Path, tmp_pat
             "deployment.inference=onnx",
         ],
     )
-    assert not (package / "onnx").exists()
+    from mlsd_ray.models.fast_inference import onnx_file_for
+
+    # The replica's cache is the default one (it does not see this process's environment);
+    # the file is named after these freshly trained weights, so it cannot be there yet.
+    graph = onnx_file_for(package)
+    assert not graph.exists()
     serve_was_running = bool(serve.status().proxies)
     url = run_server(card, Workdir.of(tmp_path / "work"), model_dir=package)
     try:
@@ -74,8 +80,7 @@ def test_serve_uses_the_cards_inference_path(ray_cluster, package: Path, tmp_pat
             r = client.post("/predict", json={"instances": texts})
         assert r.status_code == 200, r.text
         served = r.json()["predictions"]
-        exported = list((package / "onnx").glob("model-*.onnx"))
-        assert len(exported) == 1, "the replica did not load the ONNX path"
+        assert graph.is_file(), "the replica did not load the ONNX path"
         offline = Predictor(package, inference="onnx").predict(texts)
         assert served == pytest.approx(offline, abs=1e-5)
         assert served == pytest.approx(Predictor(package).predict(texts), abs=1e-5)

@@ -10,6 +10,7 @@ gaps on this model in brackets, each tolerance leaves room for another seed or C
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,6 +63,19 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Exported graphs go to a folder of this module (the default is the temp folder)."""
+    folder = tmp_path_factory.mktemp("onnx_cache")
+    before = os.environ.get(fast_inference.ONNX_CACHE_ENV)
+    os.environ[fast_inference.ONNX_CACHE_ENV] = str(folder)
+    yield folder
+    if before is None:
+        del os.environ[fast_inference.ONNX_CACHE_ENV]
+    else:
+        os.environ[fast_inference.ONNX_CACHE_ENV] = before
+
+
 @pytest.fixture(scope="module")
 def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
     train = toy_split(160, 0)
@@ -98,7 +112,11 @@ def test_each_path_stays_close_to_fp32(
 
 
 def test_onnx_round_trip_is_loaded_without_pickle(
-    package: Path, texts: list[str], reference: np.ndarray, monkeypatch: pytest.MonkeyPatch
+    package: Path,
+    texts: list[str],
+    reference: np.ndarray,
+    onnx_cache: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("pickle must not be used to load a model")
@@ -106,9 +124,12 @@ def test_onnx_round_trip_is_loaded_without_pickle(
     for name in ("load", "loads"):
         monkeypatch.setattr(pickle, name, refuse)
     monkeypatch.setattr(torch, "load", refuse)
+    package_files = sorted(p.name for p in package.rglob("*"))
     predictor = Predictor(package, inference="onnx")
-    files = list((package / "onnx").glob("model-*.onnx"))
+    files = list(onnx_cache.glob("model-*.onnx"))
     assert len(files) == 1
+    assert files[0] == fast_inference.onnx_file_for(package)
+    assert sorted(p.name for p in package.rglob("*")) == package_files  # package unchanged
     graph = onnx.load(str(files[0])).graph
     onnx.checker.check_model(str(files[0]))
     dims = {i.name: [d.dim_param for d in i.type.tensor_type.shape.dim] for i in graph.input}
