@@ -279,7 +279,9 @@ def use(model: Any, inference: str, package_dir: Path | None = None) -> str:
     if inference == "fp32":
         return "fp32"
     if getattr(model, "kind", None) != "transformer":
-        log.warning(
+        # Expected, not a mistake: the card's baseline (or a non-transformer champion) is
+        # evaluated and served beside the transformer with the same card.
+        log.info(
             "deployment.inference %r applies to transformer models; this %s model is "
             "scored as it is",
             inference,

@@ -212,7 +212,7 @@ def test_other_model_kinds_are_scored_as_they_are(
     train = toy_split(60, 2)
     model = TfidfLogReg(["text"]).fit(train[["text"]], train["label"].to_numpy())
     save_package(model, tmp_path / "tfidf", manifest("tfidf_logreg"))
-    with caplog.at_level(logging.WARNING, logger=fast_inference.__name__):
+    with caplog.at_level(logging.INFO, logger=fast_inference.__name__):
         predictor = Predictor(tmp_path / "tfidf", inference="int8")
     assert predictor.describe()["inference"] == "native"
     assert "applies to transformer models" in caplog.text
