@@ -50,12 +50,24 @@ def _cast(value: Any, type_: str, where: str) -> Any:
 
 
 class Predictor:
-    """Load once, predict many times. ``version`` is what the registry calls this model."""
+    """Load once, predict many times. ``version`` is what the registry calls this model.
 
-    def __init__(self, model_dir: str | Path, version: str | None = None) -> None:
+    ``inference`` (the card's ``deployment.inference``) picks a faster CPU path for a
+    transformer package (see `mlsd_ray.models.fast_inference`); ``self.inference`` is the path
+    really in use (e.g. "fp32" when bf16 was asked for on a CPU without it).
+    """
+
+    def __init__(
+        self, model_dir: str | Path, version: str | None = None, inference: str | None = None
+    ) -> None:
         self.model_dir = Path(model_dir)
         self.model, self.manifest = load_package(self.model_dir)
         self.version = version or self.manifest.metadata.get("version", "local")
+        self.inference = "fp32"
+        if inference and inference != "fp32":
+            from mlsd_ray.models.fast_inference import use
+
+            self.inference = use(self.model, inference, self.model_dir)
         self._text_only = len(self.manifest.inputs) == 1 and self.manifest.inputs[0].type in (
             "text",
             "string",
@@ -124,4 +136,10 @@ class Predictor:
 
     def describe(self) -> dict[str, Any]:
         m: ModelManifest = self.manifest
-        return {"name": m.name, "kind": m.kind, "version": self.version, "inputs": m.input_names}
+        return {
+            "name": m.name,
+            "kind": m.kind,
+            "version": self.version,
+            "inputs": m.input_names,
+            "inference": self.inference,
+        }

@@ -626,6 +626,11 @@ class Deployment(_Strict):
     surge_percent: int = Field(100, ge=0, le=100)
     rollout: Rollout = Field(default_factory=Rollout)
     ensemble: Ensemble = Field(default_factory=Ensemble)
+    #: How a transformer model computes on CPU, for Serve and for batch evaluation alike:
+    #: "fp32" (plain torch), "bf16" (autocast; fp32 with a warning on a CPU without native
+    #: bf16), "int8" (dynamic quantization of the Linear layers) or "onnx" (ONNX Runtime).
+    #: Same package, same weights; e.g. ``inference: int8``. Other model kinds ignore it.
+    inference: Literal["fp32", "bf16", "int8", "onnx"] = "fp32"
 
     @property
     def effective_max_ongoing_requests(self) -> int:
@@ -658,6 +663,17 @@ class DesignCard(_Strict):
     evaluation: Evaluation = Field(default_factory=Evaluation)
     deployment: Deployment = Field(default_factory=Deployment)
     monitoring: Monitoring = Field(default_factory=Monitoring)
+
+    @model_validator(mode="after")
+    def _inference_needs_a_transformer(self) -> DesignCard:
+        kinds = [m.kind for m in [self.models.baseline, *self.models.candidates]]
+        if self.deployment.inference != "fp32" and "transformer" not in kinds:
+            raise ValueError(
+                f"deployment.inference {self.deployment.inference!r} applies to transformer "
+                f"models and this card has none (kinds {kinds}); set it to 'fp32' or add a "
+                "transformer candidate"
+            )
+        return self
 
     @property
     def registered_model_name(self) -> str:

@@ -83,7 +83,8 @@ def model_evidence(
             y, p, threshold, boot.n_resamples, boot.confidence, boot.seed
         )
         out["slices"] = slice_metrics(ev.slices, frame, y, p, threshold)
-    predictor = Predictor(model_dir, version)
+    # The path Serve will run (deployment.inference), so the latency gate judges what is served.
+    predictor = Predictor(model_dir, version, inference=card.deployment.inference)
     instances = frame[card.feature_names].head(50).to_dict(orient="records")
     out["latency"] = measure_latency(
         predictor, instances, ev.latency.requests, ev.latency.max_seconds

@@ -45,19 +45,24 @@ from mlsd_ray.spec import DesignCard
 log = logging.getLogger(__name__)
 
 
-def score(ds: Any, model_dir: Path, version: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+def score(
+    ds: Any, model_dir: Path, version: str | None = None, inference: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(labels, positive-class probabilities) for a Ray Dataset with the card's columns and
-    ``label``, scored by ``Predictor`` actors (the class Serve uses)."""
-    frame = score_frame(ds, model_dir, version)
+    ``label``, scored by ``Predictor`` actors (the class Serve uses) with the card's
+    ``deployment.inference`` path, so the gate judges what will be served."""
+    frame = score_frame(ds, model_dir, version, inference)
     return frame["label"].to_numpy(), frame[PROBABILITY].to_numpy(dtype=np.float64)
 
 
-def score_frame(ds: Any, model_dir: Path, version: str | None = None) -> Any:
+def score_frame(
+    ds: Any, model_dir: Path, version: str | None = None, inference: str | None = None
+) -> Any:
     """Every column of ``ds`` plus ``probability``, in lineage order when the rows carry it
     (so that two models' predictions pair row by row)."""
     scored = ds.map_batches(
         Predictor,
-        fn_constructor_args=(str(model_dir), version),
+        fn_constructor_args=(str(model_dir), version, inference),
         batch_format="pandas",
         batch_size=256,
         concurrency=1,  # one model copy: the cluster is small and loading dominates
@@ -69,19 +74,21 @@ def score_frame(ds: Any, model_dir: Path, version: str | None = None) -> Any:
 
 
 def batch_predict(
-    model_dir: Path, data_uri: str, version: str | None = None
+    model_dir: Path, data_uri: str, version: str | None = None, inference: str | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """``score`` over a Parquet split written by the ETL stage."""
-    frame = batch_predict_frame(model_dir, data_uri, version)
+    frame = batch_predict_frame(model_dir, data_uri, version, inference)
     return frame["label"].to_numpy(), frame[PROBABILITY].to_numpy(dtype=np.float64)
 
 
-def batch_predict_frame(model_dir: Path, data_uri: str, version: str | None = None) -> Any:
+def batch_predict_frame(
+    model_dir: Path, data_uri: str, version: str | None = None, inference: str | None = None
+) -> Any:
     """``score_frame`` over a Parquet split written by the ETL stage."""
     from mlsd_ray.data.layout import read_dataset  # Hive partition columns come back typed
 
     ensure_ray()
-    frame = score_frame(read_dataset(data_uri), model_dir, version)
+    frame = score_frame(read_dataset(data_uri), model_dir, version, inference)
     if len(frame) == 0:
         raise DataError(f"No rows to evaluate in {data_uri!r}.", fix="run the ETL stage first")
     return frame
@@ -140,7 +147,9 @@ def evaluate_models(
         model_dir = workdir.model_dir(name)
         choice = ensure_threshold(card, model_dir, partial(score_split, model_dir, val_uri))
         threshold = thresholds[name] = choice["threshold"]
-        frames[name] = frame = batch_predict_frame(model_dir, data_uri)
+        frames[name] = frame = batch_predict_frame(
+            model_dir, data_uri, inference=card.deployment.inference
+        )
         y, p = frame["label"].to_numpy(), frame[PROBABILITY].to_numpy(dtype=np.float64)
         curves[name], results[name] = (y, p), classification_metrics(y, p, threshold)
     if not results:
@@ -157,7 +166,7 @@ def evaluate_models(
         # card fixes one for everyone.
         fixed = card.evaluation.threshold_objective.rule == "fixed"
         t_champion = card.evaluation.threshold if fixed else read_manifest(path).threshold
-        champion_frame = batch_predict_frame(path, data_uri, version)
+        champion_frame = batch_predict_frame(path, data_uri, version, card.deployment.inference)
         y = champion_frame["label"].to_numpy()
         p = champion_frame[PROBABILITY].to_numpy(dtype=np.float64)
         champion_metrics = classification_metrics(y, p, t_champion)

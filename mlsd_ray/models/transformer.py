@@ -445,7 +445,12 @@ class TransformerTextClassifier(Model):
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         self._check_fitted("net_")
-        logits = predict_logits(self.net_, self.tokenizer_, self.texts(X), self.max_length)
+        # An optimised inference path (bf16, int8, onnx) set by fast_inference.use, if any.
+        runner = getattr(self, "runner_", None)
+        if runner is not None:
+            logits = runner(self.texts(X))
+        else:
+            logits = predict_logits(self.net_, self.tokenizer_, self.texts(X), self.max_length)
         return torch.softmax(logits, dim=-1).numpy().astype(np.float64)
 
     def save(self, path: Path) -> None:

@@ -124,6 +124,7 @@ def model_user_config(card: DesignCard, version: str | None, package: Path) -> d
         "version": version,
         "max_batch_size": b.max_batch_size,
         "batch_wait_timeout_s": b.batch_wait_timeout_s,
+        "inference": card.deployment.inference,
     }
 
 

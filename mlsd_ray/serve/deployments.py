@@ -69,22 +69,25 @@ class ModelServer:
 
     def __init__(self, log_options: dict[str, Any] | None = None) -> None:
         self.predictor: Predictor | None = None
-        self._loaded: tuple[str, str | None] | None = None
+        self._loaded: tuple[str, str | None, str | None] | None = None
         self.logger = PredictionLogger(**log_options) if log_options else None
         self._replica = uuid.uuid4().hex[:8]
         self._batches = itertools.count()
 
     async def reconfigure(self, config: dict[str, Any]) -> None:
         """``user_config``: ``model_dir``, ``version``, ``max_batch_size``,
-        ``batch_wait_timeout_s``. Serve calls it at start and on every user_config change."""
+        ``batch_wait_timeout_s``, ``inference`` (the CPU path of a transformer). Serve calls it at
+        start and on every user_config change."""
         batcher = cast(Any, self._predict_batch)  # @serve.batch adds these setters
         batcher.set_max_batch_size(int(config["max_batch_size"]))
         batcher.set_batch_wait_timeout_s(float(config["batch_wait_timeout_s"]))
-        wanted = (str(config["model_dir"]), config.get("version"))
+        wanted = (str(config["model_dir"]), config.get("version"), config.get("inference"))
         if wanted != self._loaded:
             # Loaded off the event loop: requests keep being answered by the old model until
             # the new one is ready, then a single assignment swaps them.
-            self.predictor = await asyncio.to_thread(Predictor, wanted[0], version=wanted[1])
+            self.predictor = await asyncio.to_thread(
+                Predictor, wanted[0], version=wanted[1], inference=wanted[2]
+            )
             self._loaded = wanted
         log.info(
             "model %s version %s ready (batch <= %s, wait %s s)",
