@@ -19,6 +19,8 @@ Category = Literal["binary", "multiclass", "regression"]
 FieldType = Literal["string", "text", "int", "float", "bool", "category"]
 SourceFormat = Literal["csv", "tsv", "parquet", "json"]
 ModelKind = Literal["majority", "tfidf_logreg", "logreg", "transformer"]
+#: Kinds added for deep tabular models and regression (mlsd_ray.models.mlp / .regression).
+DeepKind = Literal["mlp", "mean", "ridge"]
 
 
 class _Strict(BaseModel):
@@ -297,12 +299,64 @@ class TrainerConfig(_Strict):
     checkpoint_every_steps: int = Field(50, ge=1)
 
 
+class SearchDim(_Strict):
+    """One tuned parameter: ``{type: loguniform, low: 1e-4, high: 1e-2}``, ``{type: int, low: 16,
+    high: 128}`` (inclusive), ``{type: choice, values: [0.0, 0.2]}``."""
+
+    type: Literal["uniform", "loguniform", "int", "choice"]
+    low: float | None = None
+    high: float | None = None
+    values: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> SearchDim:
+        if self.type == "choice":
+            if not self.values:
+                raise ValueError("a choice needs a non-empty `values` list, e.g. values: [32, 64]")
+            return self
+        if self.low is None or self.high is None or self.low >= self.high:
+            raise ValueError(f"{self.type} needs low < high; got low={self.low}, high={self.high}")
+        if self.type == "loguniform" and self.low <= 0:
+            raise ValueError(f"loguniform needs low > 0; got {self.low}")
+        return self
+
+
+class Tuning(_Strict):
+    """Hyperparameter search with Ray Tune (Optuna search, ASHA early stopping); the best
+    configuration is retrained on the train split and packaged like any other model."""
+
+    #: param name -> search dimension, e.g. ``{learning_rate: {type: loguniform, low: 1e-4,
+    #: high: 1e-2}, dropout: {type: choice, values: [0.0, 0.2]}}``.
+    space: dict[str, SearchDim] = Field(min_length=1)
+    num_samples: int = Field(8, ge=1)
+    max_concurrent_trials: int = Field(2, ge=1)
+    #: A metric every trial reports per epoch: ``val_loss`` or a validation metric
+    #: (``val_rmse``, ``val_roc_auc``, ...); ``mode`` says which way is better.
+    metric: str = "val_loss"
+    mode: Literal["min", "max"] = "min"
+    #: ASHA: every trial runs at least ``grace_period`` epochs, none more than ``max_t``.
+    grace_period: int = Field(1, ge=1)
+    max_t: int = Field(10, ge=1)
+    reduction_factor: float = Field(2.0, gt=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _order(self) -> Tuning:
+        if self.grace_period > self.max_t:
+            raise ValueError(f"grace_period ({self.grace_period}) exceeds max_t ({self.max_t})")
+        return self
+
+
 class ModelSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
-    kind: ModelKind
+    kind: ModelKind | DeepKind
     #: kind-specific options (e.g. tfidf max_features, C).
     params: dict[str, Any] = Field(default_factory=dict)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    #: Search ``params`` with Ray Tune before training (kind mlp), e.g.
+    #: ``tuning: {space: {learning_rate: {type: loguniform, low: 1e-4, high: 1e-2}},
+    #: num_samples: 8, max_t: 10}``.
+    tuning: Tuning | None = None
 
 
 class Models(_Strict):
@@ -319,13 +373,19 @@ class Models(_Strict):
 
 # 5. Evaluation ---------------------------------------------------------------------------
 Metric = Literal["precision", "recall", "f1", "accuracy", "roc_auc", "pr_auc"]
+#: Regression metrics (``category: regression``); mse, mae and rmse are lower-is-better.
+RegressionMetric = Literal["mse", "mae", "rmse", "r2"]
+LOWER_IS_BETTER = ("mse", "mae", "rmse")
 
 
 class Gate(_Strict):
     """When may a candidate take the `champion` alias?"""
 
-    metric: Metric = "roc_auc"
+    metric: Metric | RegressionMetric = "roc_auc"
     min_value: float = 0.0  # absolute floor on the test split
+    #: Lower-is-better metrics (mse, mae, rmse): an absolute ceiling on the test split, e.g.
+    #: ``max_value: 1.0`` for rmse; None = no ceiling. (``min_value`` does not apply to them.)
+    max_value: float | None = None
     #: The candidate must beat the current champion (on the same test split) by this much.
     min_improvement: float = 0.0
     must_beat_baseline: bool = True
@@ -402,6 +462,17 @@ class DesignCard(_Strict):
     evaluation: Evaluation = Field(default_factory=Evaluation)
     deployment: Deployment = Field(default_factory=Deployment)
     monitoring: Monitoring = Field(default_factory=Monitoring)
+
+    @model_validator(mode="after")
+    def _gate_fits_category(self) -> DesignCard:
+        regression = self.framing.category == "regression"
+        if regression != (self.evaluation.gate.metric in get_args(RegressionMetric)):
+            expected = get_args(RegressionMetric) if regression else get_args(Metric)
+            raise ValueError(
+                f"evaluation.gate.metric {self.evaluation.gate.metric!r} does not fit category "
+                f"{self.framing.category!r}; use one of {list(expected)}"
+            )
+        return self
 
     @property
     def registered_model_name(self) -> str:
@@ -520,7 +591,12 @@ def load_card(path: str | Path, overrides: list[str] | None = None) -> DesignCar
 
 
 def resolve_uri(uri: str, base_dir: Path) -> str:
-    """Relative local paths resolve against base_dir; URIs with a scheme pass through."""
+    """Relative local paths resolve against base_dir; ``package://`` URIs resolve to the file in
+    the installed package; other URIs with a scheme pass through."""
+    from mlsd_ray.data.packages import is_package_uri, package_path
+
+    if is_package_uri(uri):
+        return package_path(uri)
     if "://" in uri or Path(uri).is_absolute():
         return uri
     return str((base_dir / uri).resolve())

@@ -29,3 +29,18 @@ def classification_metrics(
         "pr_auc": float(skm.average_precision_score(y_true, p_positive)) if both else None,
         "confusion_matrix": skm.confusion_matrix(y_true, y_pred, labels=[0, 1]).tolist(),
     }
+
+
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
+    """MSE, MAE, RMSE and R2 (None with fewer than two rows), plus n and the target mean."""
+    y_true = np.asarray(y_true, dtype=np.float64)
+    y_pred = np.asarray(y_pred, dtype=np.float64)
+    mse = float(skm.mean_squared_error(y_true, y_pred)) if len(y_true) else None
+    return {
+        "n": len(y_true),
+        "target_mean": float(y_true.mean()) if len(y_true) else None,
+        "mse": mse,
+        "mae": float(skm.mean_absolute_error(y_true, y_pred)) if len(y_true) else None,
+        "rmse": None if mse is None else float(np.sqrt(mse)),
+        "r2": float(skm.r2_score(y_true, y_pred)) if len(y_true) > 1 else None,
+    }

@@ -17,14 +17,14 @@ import numpy as np
 from mlsd_ray import storage
 from mlsd_ray.errors import DataError
 from mlsd_ray.evaluate.gate import decide
-from mlsd_ray.evaluate.metrics import classification_metrics
+from mlsd_ray.evaluate.metrics import classification_metrics, regression_metrics
 from mlsd_ray.evaluate.plots import confusion_plot, roc_plot
 from mlsd_ray.evaluate.report import write_markdown
 from mlsd_ray.models.package import MANIFEST, read_manifest
-from mlsd_ray.predict import PROBABILITY, Predictor
+from mlsd_ray.predict import PREDICTION, PROBABILITY, Predictor
 from mlsd_ray.runtime import ensure_ray
 from mlsd_ray.settings import Workdir
-from mlsd_ray.spec import DesignCard
+from mlsd_ray.spec import LOWER_IS_BETTER, DesignCard
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,9 @@ def score(ds: Any, model_dir: Path, version: str | None = None) -> tuple[np.ndar
         batch_size=256,
         concurrency=1,  # one model copy: the cluster is small and loading dominates
     )
-    frame = scored.select_columns(["label", PROBABILITY]).to_pandas()
-    return frame["label"].to_numpy(), frame[PROBABILITY].to_numpy(dtype=np.float64)
+    column = PREDICTION if read_manifest(model_dir).category == "regression" else PROBABILITY
+    frame = scored.select_columns(["label", column]).to_pandas()
+    return frame["label"].to_numpy(), frame[column].to_numpy(dtype=np.float64)
 
 
 def batch_predict(
@@ -75,7 +76,8 @@ def validation_leaderboard(
         value = meta.get("validation", {}).get(metric, meta.get(f"validation_{metric}"))
         if value is not None:
             scores[name] = float(value)
-    return dict(sorted(scores.items(), key=lambda kv: -kv[1]))
+    sign = 1 if metric in LOWER_IS_BETTER else -1  # best first: rmse ascending, AUC descending
+    return dict(sorted(scores.items(), key=lambda kv: sign * kv[1]))
 
 
 def _select_candidate(card: DesignCard, leaderboard: dict[str, float], names: list[str]) -> str:
@@ -99,13 +101,17 @@ def evaluate_models(
     out_dir = workdir.reports / "evaluation"
     out_dir.mkdir(parents=True, exist_ok=True)
     threshold = card.evaluation.threshold
+    regression = card.framing.category == "regression"
+
+    def measure(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
+        return regression_metrics(y, p) if regression else classification_metrics(y, p, threshold)
 
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     results: dict[str, dict[str, Any]] = {}
     for name in trained_models(card, workdir):
         log.info("evaluating %s on %s", name, data_uri)
         y, p = batch_predict(workdir.model_dir(name), data_uri)
-        curves[name], results[name] = (y, p), classification_metrics(y, p, threshold)
+        curves[name], results[name] = (y, p), measure(y, p)
     if not results:
         raise DataError(
             "No trained model to evaluate.",
@@ -117,7 +123,7 @@ def evaluate_models(
     if champion is not None:
         version, path = registry.fetch_model(card, workdir, registry.CHAMPION)
         y, p = batch_predict(path, data_uri, version)
-        champion_metrics = classification_metrics(y, p, threshold)
+        champion_metrics = measure(y, p)
         curves[f"champion v{version}"] = (y, p)
 
     leaderboard = validation_leaderboard(card, workdir, list(results))
@@ -130,8 +136,16 @@ def evaluate_models(
         champion_metrics,
     )
 
-    plots = [roc_plot(curves, out_dir / "roc.png", f"{card.name}: ROC on {Path(data_uri).name}")]
+    if regression:
+        from mlsd_ray.evaluate.regression import regression_plots
+
+        plots = regression_plots(curves, out_dir, f"{card.name} on {Path(data_uri).name}")
+    else:
+        title = f"{card.name}: ROC on {Path(data_uri).name}"
+        plots = [roc_plot(curves, out_dir / "roc.png", title)]
     for name, m in results.items():
+        if regression:
+            break
         plots.append(
             confusion_plot(
                 m["confusion_matrix"],
