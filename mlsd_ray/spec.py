@@ -349,7 +349,7 @@ class Tuning(_Strict):
 
 class ModelSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
-    kind: ModelKind | DeepKind
+    kind: Literal[ModelKind, DeepKind]  # nested Literals flatten: one list in errors
     #: kind-specific options (e.g. tfidf max_features, C).
     params: dict[str, Any] = Field(default_factory=dict)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
@@ -381,7 +381,7 @@ LOWER_IS_BETTER = ("mse", "mae", "rmse")
 class Gate(_Strict):
     """When may a candidate take the `champion` alias?"""
 
-    metric: Metric | RegressionMetric = "roc_auc"
+    metric: Literal[Metric, RegressionMetric] = "roc_auc"
     min_value: float = 0.0  # absolute floor on the test split
     #: Lower-is-better metrics (mse, mae, rmse): an absolute ceiling on the test split, e.g.
     #: ``max_value: 1.0`` for rmse; None = no ceiling. (``min_value`` does not apply to them.)
