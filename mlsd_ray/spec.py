@@ -313,6 +313,9 @@ class SearchDim(_Strict):
         if self.type == "choice":
             if not self.values:
                 raise ValueError("a choice needs a non-empty `values` list, e.g. values: [32, 64]")
+            bad = [v for v in self.values if not isinstance(v, (str, int, float, bool))]
+            if bad:  # Optuna's categorical distribution holds scalars only
+                raise ValueError(f"choice values must be numbers, strings or booleans; got {bad}")
             return self
         if self.low is None or self.high is None or self.low >= self.high:
             raise ValueError(f"{self.type} needs low < high; got low={self.low}, high={self.high}")

@@ -105,6 +105,7 @@ def run_tuning(
             ),
             num_samples=tuning.num_samples,
             max_concurrent_trials=tuning.max_concurrent_trials,
+            reuse_actors=True,  # a fresh process per trial re-imports torch (seconds each)
         ),
         run_config=tune.RunConfig(name=name, verbose=0, **storage_args(storage_path)),
     )
