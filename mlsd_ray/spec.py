@@ -333,9 +333,9 @@ class Tuning(_Strict):
     space: dict[str, SearchDim] = Field(min_length=1)
     num_samples: int = Field(8, ge=1)
     max_concurrent_trials: int = Field(2, ge=1)
-    #: A metric every trial reports per epoch: ``val_loss`` or a validation metric
-    #: (``val_rmse``, ``val_roc_auc``, ...); ``mode`` says which way is better.
-    metric: str = "val_loss"
+    #: What every trial reports per epoch and the search optimises: ``val_loss`` (the training
+    #: loss on the validation split) or ``train_loss``; ``mode`` says which way is better.
+    metric: Literal["val_loss", "train_loss"] = "val_loss"
     mode: Literal["min", "max"] = "min"
     #: ASHA: every trial runs at least ``grace_period`` epochs, none more than ``max_t``.
     grace_period: int = Field(1, ge=1)
@@ -360,6 +360,12 @@ class ModelSpec(_Strict):
     #: ``tuning: {space: {learning_rate: {type: loguniform, low: 1e-4, high: 1e-2}},
     #: num_samples: 8, max_t: 10}``.
     tuning: Tuning | None = None
+
+    @model_validator(mode="after")
+    def _tuning_kind(self) -> ModelSpec:
+        if self.tuning is not None and self.kind != "mlp":
+            raise ValueError(f"tuning is supported for kind mlp, not {self.kind!r}")
+        return self
 
 
 class Models(_Strict):

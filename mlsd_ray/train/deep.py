@@ -14,7 +14,6 @@ from typing import Any
 
 import pandas as pd
 
-from mlsd_ray.errors import CardError
 from mlsd_ray.settings import Workdir
 from mlsd_ray.spec import DesignCard, ModelSpec
 
@@ -47,14 +46,6 @@ def deep_params(spec: ModelSpec, card: DesignCard) -> dict[str, Any]:
     return params
 
 
-def check_tuning(spec: ModelSpec) -> None:
-    if spec.tuning is not None and spec.kind != "mlp":
-        raise CardError(
-            f"models.{spec.name}.tuning: tuning is supported for kind mlp, not {spec.kind!r}.",
-            fix="remove the tuning section or use kind mlp",
-        )
-
-
 def fit_deep(
     spec: ModelSpec, card: DesignCard, train: pd.DataFrame, val: pd.DataFrame, workdir: Workdir
 ) -> tuple[Any, dict[str, Any], float, dict[str, Any]]:
@@ -62,7 +53,6 @@ def fit_deep(
     from mlsd_ray.train.curves import write_curve
     from mlsd_ray.train.mlp import train_mlp
 
-    check_tuning(spec)
     inputs = card.feature_names
     params = deep_params(spec, card)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")

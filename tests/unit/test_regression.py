@@ -97,3 +97,28 @@ def test_gate_metric_must_fit_the_category() -> None:
     raw["models"]["candidates"][1]["tuning"] = {"space": {"dropout": {"type": "uniform"}}}
     with pytest.raises(CardError, match="uniform needs low < high"):
         card_from_dict(raw, base_dir=CARD.parent)
+
+
+def test_tuning_section_is_checked() -> None:
+    from mlsd_ray.train.tune import search_space
+
+    raw = yaml.safe_load(CARD.read_text())
+    raw["models"]["candidates"][0]["tuning"] = {
+        "space": {"alpha": {"type": "uniform", "low": 0, "high": 1}}
+    }
+    with pytest.raises(CardError, match="tuning is supported for kind mlp, not 'ridge'"):
+        card_from_dict(raw, base_dir=CARD.parent)
+    raw["models"]["candidates"][0].pop("tuning")
+    raw["models"]["candidates"][1]["tuning"] = {
+        "space": {"hidden": {"type": "choice", "values": [[8], [16]]}}
+    }
+    with pytest.raises(CardError, match="choice values must be numbers, strings or booleans"):
+        card_from_dict(raw, base_dir=CARD.parent)
+    raw["models"]["candidates"][1]["tuning"] = {
+        "space": {"lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}}
+    }
+    card = card_from_dict(raw, base_dir=CARD.parent)
+    tuning = card.models.candidates[1].tuning
+    assert tuning is not None
+    with pytest.raises(CardError, match=r"models\.mlp\.tuning\.space\.lr: not an mlp option"):
+        search_space(tuning.space, "models.mlp.tuning")
