@@ -207,7 +207,7 @@ def fit_net(
     epochs = min(p.epochs, max_epochs or p.epochs)
     net.train()
     for epoch in range(1, epochs + 1):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         order = np.random.default_rng(p.seed + epoch).permutation(len(X))[:n][rank::world]
         total, seen = 0.0, 0
         for i in range(0, len(order), p.batch_size):
@@ -218,13 +218,15 @@ def fit_net(
             optimizer.step()
             total += float(loss.detach()) * len(idx)
             seen += len(idx)
-        seconds = time.perf_counter() - started
+        seconds, cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
         val_loss, _ = evaluate_loss(module, loss_fn, X_val, y_val)
         record: dict[str, Any] = {
             "epoch": epoch,
             "train_loss": total / max(seen, 1),
             "val_loss": None if math.isnan(val_loss) else val_loss,
             "samples_per_s": seen * world / seconds if seconds > 0 else None,
+            # Per CPU-second of this process: the cost of the work, whatever else loads the host.
+            "samples_per_cpu_s": seen / cpu_s if cpu_s > 0 else None,
         }
         history.append(record)
         if record["val_loss"] is None or val_loss < best_loss:
