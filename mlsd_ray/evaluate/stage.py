@@ -143,9 +143,7 @@ def evaluate_models(
     else:
         title = f"{card.name}: ROC on {Path(data_uri).name}"
         plots = [roc_plot(curves, out_dir / "roc.png", title)]
-    for name, m in results.items():
-        if regression:
-            break
+    for name, m in ({} if regression else results).items():  # confusion matrices: classes
         plots.append(
             confusion_plot(
                 m["confusion_matrix"],
