@@ -64,7 +64,8 @@ def diagnose(history: list[dict[str, Any]], reference_loss: float | None = None)
     return {
         **out,
         "verdict": "good_fit",
-        "detail": f"validation loss at its minimum near the end (epoch {best + 1}); gap {gap:+.1%}",
+        "detail": f"validation loss lowest at epoch {best + 1} of {len(val)} and within "
+        f"{rise:.1%} of it at the end; gap to the training loss {gap:+.1%}",
     }
 
 
