@@ -123,7 +123,7 @@ def run_tuning(
         epochs = len(history)
         trials.append(
             {
-                "trial": Path(result.path).name if result.path else f"trial_{len(trials)}",
+                "trial": f"trial_{i + 1}_{(result.metrics or {}).get('trial_id', '')}",
                 "config": {k: (result.config or {}).get(k) for k in space},
                 "epochs": epochs,
                 "best": best,
@@ -193,7 +193,10 @@ def write_tuning_report(
         points = [(h["epoch"], h[tuning.metric]) for h in t["history"] if h.get(tuning.metric)]
         if points:
             style = "-" if t["status"] == "completed" else "--"
-            ax.plot(*zip(*points, strict=True), style, marker=".", lw=2 if t.get("is_best") else 1)
+            label = f"{t['trial'].split('_')[1]}: {t['status']}" + (" (best)" * t["is_best"])
+            lw = 2 if t["is_best"] else 1
+            ax.plot(*zip(*points, strict=True), style, marker=".", lw=lw, label=label)
+    ax.legend(fontsize=7)
     ax.set(
         xlabel="epoch",
         ylabel=tuning.metric,
