@@ -16,9 +16,9 @@ batch size, seed and torch threads (1). Figures:
 The plain loop runs as a standalone process (this script with ``--plain-only``), started like a
 Ray worker: at the worker's niceness (15) and with ``OMP_NUM_THREADS=1``, without Ray; it runs
 before and after Ray Train, and the plain figure is the mean of the two runs that bracket it.
-(In the driver, next to Ray's own threads, the same loop ran about 2x slower than in the
-worker.) The load average is printed with the figures: other processes on the host shift them
-(best-epoch rates are the least sensitive to that).
+(Under heavy load the loop in the driver, next to Ray's own threads, ran well below the
+worker's rate, so the driver is not the comparison.) The load average is printed with the
+figures: other processes on the host shift them (samples per CPU-second the least).
 """
 
 from __future__ import annotations
