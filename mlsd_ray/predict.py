@@ -20,6 +20,8 @@ from mlsd_ray.models.package import ModelManifest, load_package
 log = logging.getLogger(__name__)
 
 PROBABILITY = "probability"
+#: The output column of regression models (the predicted value).
+PREDICTION = "prediction"
 
 
 class InvalidInput(ValueError):
@@ -109,9 +111,12 @@ class Predictor:
 
     # -- prediction ---------------------------------------------------------------------
     def predict_frame(self, frame: pd.DataFrame) -> np.ndarray:
-        """Binary: P(positive) per row, shape (n,). Otherwise (n, n_classes)."""
+        """Binary: P(positive) per row, shape (n,); regression: the value, (n,). Otherwise
+        (n, n_classes)."""
         if len(frame) == 0:
             return np.zeros(0)
+        if self.manifest.category == "regression":  # the predicted value per row
+            return np.asarray(self.model.predict(frame), dtype=np.float64)
         proba = self.model.predict_proba(frame)
         return proba[:, 1] if self.manifest.category == "binary" else proba
 
@@ -131,7 +136,8 @@ class Predictor:
         """For Ray Data: ``map_batches(Predictor, fn_constructor_args=(dir,), ...)``."""
         out = batch.copy()
         scores = self.predict_frame(batch[self.manifest.input_names])
-        out[PROBABILITY] = list(scores) if scores.ndim > 1 else scores
+        column = PREDICTION if self.manifest.category == "regression" else PROBABILITY
+        out[column] = list(scores) if scores.ndim > 1 else scores
         return out
 
     def describe(self) -> dict[str, Any]:

@@ -289,3 +289,78 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
+
+
+# Tuning: one parent run, one child run per trial ---------------------------------------------
+def log_tuning(
+    card: DesignCard,
+    workdir: Workdir,
+    run_name: str,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    trials: list[dict[str, Any]],
+    artifacts: list[Path] = (),  # type: ignore[assignment]
+) -> str:
+    """Log a Ray Tune search: a parent run (the search settings, the best result, the trial
+    table) and under it one child run per trial (its sampled config, its metrics per epoch as
+    steps, its status). Returns the parent run id."""
+    import time
+
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+    client = _client(workdir)
+    exp_id = _experiment_id(client, card, workdir)
+    tags = {"mlsd.card": card.name, "mlsd.kind": "tuning"}
+    parent = client.create_run(exp_id, run_name=run_name, tags=tags)
+    pid = parent.info.run_id
+    now = int(time.time() * 1000)
+    client.log_batch(
+        pid,
+        params=[Param(k, str(v)[:500]) for k, v in _flatten(params).items()],
+        metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items() if _is_number(v)],
+    )
+    for path in artifacts:
+        if Path(path).exists():
+            client.log_artifact(pid, str(path), artifact_path="tuning")
+    for trial in trials:
+        child = client.create_run(
+            exp_id,
+            run_name=str(trial["trial"]),
+            tags={**tags, MLFLOW_PARENT_RUN_ID: pid, "mlsd.trial_status": str(trial["status"])},
+        )
+        steps = [
+            Metric(k, float(h[k]), now, int(h["epoch"]))
+            for h in trial["history"]
+            for k in ("train_loss", "val_loss")
+            if _is_number(h.get(k)) and h.get("epoch") is not None
+        ]
+        client.log_batch(
+            child.info.run_id,
+            params=[Param(k, str(v)[:500]) for k, v in trial["config"].items()],
+            metrics=steps,
+            tags=[RunTag(MLFLOW_RUN_NAME, str(trial["trial"]))],
+        )
+        client.set_terminated(child.info.run_id, "FAILED" if trial["status"] == "error" else None)
+    client.set_terminated(pid)
+    log.info("logged tuning %s: parent run %s with %d trials", run_name, pid, len(trials))
+    return str(pid)
+
+
+def child_runs(card: DesignCard, workdir: Workdir, parent_run_id: str) -> list[dict[str, Any]]:
+    """The child runs of a parent run: run id, name, params, last metrics, tags."""
+    client = _client(workdir)
+    exp_id = _experiment_id(client, card, workdir)
+    runs = client.search_runs(
+        [exp_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'"
+    )
+    return [
+        {
+            "run_id": r.info.run_id,
+            "name": r.info.run_name,
+            "params": dict(r.data.params),
+            "metrics": dict(r.data.metrics),
+            "tags": {k: v for k, v in r.data.tags.items() if k.startswith("mlsd.")},
+        }
+        for r in runs
+    ]

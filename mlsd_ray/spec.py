@@ -19,6 +19,8 @@ Category = Literal["binary", "multiclass", "regression"]
 FieldType = Literal["string", "text", "int", "float", "bool", "category"]
 SourceFormat = Literal["csv", "tsv", "parquet", "json"]
 ModelKind = Literal["majority", "tfidf_logreg", "logreg", "transformer"]
+#: Kinds added for deep tabular models and regression (mlsd_ray.models.mlp / .regression).
+DeepKind = Literal["mlp", "mean", "ridge"]
 
 
 class _Strict(BaseModel):
@@ -339,12 +341,73 @@ class TrainerConfig(_Strict):
         return self
 
 
+class SearchDim(_Strict):
+    """One tuned parameter: ``{type: loguniform, low: 1e-4, high: 1e-2}``, ``{type: int, low: 16,
+    high: 128}`` (inclusive), ``{type: choice, values: [0.0, 0.2]}``."""
+
+    type: Literal["uniform", "loguniform", "int", "choice"]
+    low: float | None = None
+    high: float | None = None
+    values: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> SearchDim:
+        if self.type == "choice":
+            if not self.values:
+                raise ValueError("a choice needs a non-empty `values` list, e.g. values: [32, 64]")
+            bad = [v for v in self.values if not isinstance(v, (str, int, float, bool))]
+            if bad:  # Optuna's categorical distribution holds scalars only
+                raise ValueError(f"choice values must be numbers, strings or booleans; got {bad}")
+            return self
+        if self.low is None or self.high is None or self.low >= self.high:
+            raise ValueError(f"{self.type} needs low < high; got low={self.low}, high={self.high}")
+        if self.type == "loguniform" and self.low <= 0:
+            raise ValueError(f"loguniform needs low > 0; got {self.low}")
+        return self
+
+
+class Tuning(_Strict):
+    """Hyperparameter search with Ray Tune (Optuna search, ASHA early stopping); the best
+    configuration is retrained on the train split and packaged like any other model."""
+
+    #: param name -> search dimension, e.g. ``{learning_rate: {type: loguniform, low: 1e-4,
+    #: high: 1e-2}, dropout: {type: choice, values: [0.0, 0.2]}}``.
+    space: dict[str, SearchDim] = Field(min_length=1)
+    num_samples: int = Field(8, ge=1)
+    max_concurrent_trials: int = Field(2, ge=1)
+    #: What every trial reports per epoch and the search optimises: ``val_loss`` (the training
+    #: loss on the validation split) or ``train_loss``; ``mode`` says which way is better.
+    metric: Literal["val_loss", "train_loss"] = "val_loss"
+    mode: Literal["min", "max"] = "min"
+    #: ASHA: every trial runs at least ``grace_period`` epochs, none more than ``max_t``.
+    grace_period: int = Field(1, ge=1)
+    max_t: int = Field(10, ge=1)
+    reduction_factor: float = Field(2.0, gt=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _order(self) -> Tuning:
+        if self.grace_period > self.max_t:
+            raise ValueError(f"grace_period ({self.grace_period}) exceeds max_t ({self.max_t})")
+        return self
+
+
 class ModelSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
-    kind: ModelKind
+    kind: Literal[ModelKind, DeepKind]  # nested Literals flatten: one list in errors
     #: kind-specific options (e.g. tfidf max_features, C).
     params: dict[str, Any] = Field(default_factory=dict)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    #: Search ``params`` with Ray Tune before training (kind mlp), e.g.
+    #: ``tuning: {space: {learning_rate: {type: loguniform, low: 1e-4, high: 1e-2}},
+    #: num_samples: 8, max_t: 10}``.
+    tuning: Tuning | None = None
+
+    @model_validator(mode="after")
+    def _tuning_kind(self) -> ModelSpec:
+        if self.tuning is not None and self.kind != "mlp":
+            raise ValueError(f"tuning is supported for kind mlp, not {self.kind!r}")
+        return self
 
 
 class Models(_Strict):
@@ -361,6 +424,9 @@ class Models(_Strict):
 
 # 5. Evaluation ---------------------------------------------------------------------------
 Metric = Literal["precision", "recall", "f1", "accuracy", "roc_auc", "pr_auc"]
+#: Regression metrics (``category: regression``); mse, mae and rmse are lower-is-better.
+RegressionMetric = Literal["mse", "mae", "rmse", "r2"]
+LOWER_IS_BETTER = ("mse", "mae", "rmse")
 
 
 class GateRule(_Strict):
@@ -378,8 +444,11 @@ class GateRule(_Strict):
 class Gate(_Strict):
     """When may a candidate take the `champion` alias?"""
 
-    metric: Metric = "roc_auc"
+    metric: Literal[Metric, RegressionMetric] = "roc_auc"
     min_value: float = 0.0  # absolute floor on the test split
+    #: Lower-is-better metrics (mse, mae, rmse): an absolute ceiling on the test split, e.g.
+    #: ``max_value: 1.0`` for rmse; None = no ceiling. (``min_value`` does not apply to them.)
+    max_value: float | None = None
     #: The candidate must beat the current champion (on the same test split) by this much;
     #: 0 = strictly better, negative = a tolerated loss (e.g. -0.01 for a much faster model).
     min_improvement: float = 0.0
@@ -675,6 +744,17 @@ class DesignCard(_Strict):
             )
         return self
 
+    @model_validator(mode="after")
+    def _gate_fits_category(self) -> DesignCard:
+        regression = self.framing.category == "regression"
+        if regression != (self.evaluation.gate.metric in get_args(RegressionMetric)):
+            expected = get_args(RegressionMetric) if regression else get_args(Metric)
+            raise ValueError(
+                f"evaluation.gate.metric {self.evaluation.gate.metric!r} does not fit category "
+                f"{self.framing.category!r}; use one of {list(expected)}"
+            )
+        return self
+
     @property
     def registered_model_name(self) -> str:
         return f"{self.name}"
@@ -795,7 +875,12 @@ def load_card(path: str | Path, overrides: list[str] | None = None) -> DesignCar
 
 
 def resolve_uri(uri: str, base_dir: Path) -> str:
-    """Relative local paths resolve against base_dir; URIs with a scheme pass through."""
+    """Relative local paths resolve against base_dir; ``package://`` URIs resolve to the file in
+    the installed package; other URIs with a scheme pass through."""
+    from mlsd_ray.data.packages import is_package_uri, package_path
+
+    if is_package_uri(uri):
+        return package_path(uri)
     if "://" in uri or Path(uri).is_absolute():
         return uri
     return str((base_dir / uri).resolve())

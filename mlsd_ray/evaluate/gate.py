@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlsd_ray.spec import Gate, GateRule, Requirements
+from mlsd_ray.spec import LOWER_IS_BETTER, Gate, GateRule, Requirements
 
 
 @dataclass
@@ -63,6 +63,8 @@ def decide(
     if value is None:
         rule("metric_defined", False, f"{m} is undefined on the test split (one class only)")
         return GateDecision(False, rules)
+    if m in LOWER_IS_BETTER:  # rmse, mae, mse: smaller wins, the floor becomes a ceiling
+        return _decide_lower(gate, value, baseline, champion)
     rule(
         "min_value",
         value >= gate.min_value,
@@ -176,3 +178,29 @@ def _latency_rule(rule: Any, ev: Evidence) -> None:
         f"single-replica p99 {p99:.2f} ms {'<=' if p99 <= req.latency_p99_ms else '>'} "
         f"budget {req.latency_p99_ms} ms (requirements.priority: latency)",
     )
+
+
+def _decide_lower(
+    gate: Gate, value: float, baseline: dict[str, Any] | None, champion: dict[str, Any] | None
+) -> GateDecision:
+    """The same rules for a lower-is-better metric: ``max_value`` is the ceiling and the
+    candidate must be below the baseline and ``min_improvement`` below the champion."""
+    m = gate.metric
+    rules: list[dict[str, Any]] = []
+
+    def rule(name: str, ok: bool, detail: str) -> None:
+        rules.append({"rule": name, "passed": bool(ok), "detail": detail})
+
+    if gate.max_value is not None:
+        ok = value <= gate.max_value
+        rule("max_value", ok, f"{m} {value:.4f} {'<=' if ok else '>'} maximum {gate.max_value}")
+    if gate.must_beat_baseline and baseline is not None and baseline.get(m) is not None:
+        b = baseline[m]
+        rule("beats_baseline", value < b, f"{m} {value:.4f} vs baseline {b:.4f} (lower wins)")
+    if champion is not None and champion.get(m) is not None:
+        c = champion[m]
+        need = c - gate.min_improvement
+        ok = value <= need if gate.min_improvement > 0 else value < c
+        op = "<=" if gate.min_improvement > 0 else "<"
+        rule("beats_champion", ok, f"{m} {value:.4f} vs champion {c:.4f} (needs {op} {need:.4f})")
+    return GateDecision(all(r["passed"] for r in rules), rules)

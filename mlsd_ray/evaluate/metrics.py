@@ -124,3 +124,18 @@ def ranking_metrics(
         f"map@{k}": float(np.mean(aps)) if aps else None,
         f"recall@{k}": float(np.mean(recalls)) if recalls else None,
     }
+
+
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
+    """MSE, MAE, RMSE and R2 (None with fewer than two rows), plus n and the target mean."""
+    y_true = np.asarray(y_true, dtype=np.float64)
+    y_pred = np.asarray(y_pred, dtype=np.float64)
+    mse = float(skm.mean_squared_error(y_true, y_pred)) if len(y_true) else None
+    return {
+        "n": len(y_true),
+        "target_mean": float(y_true.mean()) if len(y_true) else None,
+        "mse": mse,
+        "mae": float(skm.mean_absolute_error(y_true, y_pred)) if len(y_true) else None,
+        "rmse": None if mse is None else float(np.sqrt(mse)),
+        "r2": float(skm.r2_score(y_true, y_pred)) if len(y_true) > 1 else None,
+    }

@@ -25,7 +25,7 @@ from mlsd_ray.evaluate.analysis import (
     select_within_budget,
 )
 from mlsd_ray.evaluate.gate import Evidence, decide
-from mlsd_ray.evaluate.metrics import classification_metrics
+from mlsd_ray.evaluate.metrics import classification_metrics, regression_metrics
 from mlsd_ray.evaluate.model_card import write_model_card
 from mlsd_ray.evaluate.plots import (
     calibration_plot,
@@ -37,10 +37,10 @@ from mlsd_ray.evaluate.plots import (
 )
 from mlsd_ray.evaluate.report import write_markdown
 from mlsd_ray.models.package import MANIFEST, read_manifest
-from mlsd_ray.predict import PROBABILITY, Predictor
+from mlsd_ray.predict import PREDICTION, PROBABILITY, Predictor
 from mlsd_ray.runtime import ensure_ray
 from mlsd_ray.settings import Workdir
-from mlsd_ray.spec import DesignCard
+from mlsd_ray.spec import LOWER_IS_BETTER, DesignCard
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +48,16 @@ log = logging.getLogger(__name__)
 def score(
     ds: Any, model_dir: Path, version: str | None = None, inference: str | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, positive-class probabilities) for a Ray Dataset with the card's columns and
-    ``label``, scored by ``Predictor`` actors (the class Serve uses) with the card's
-    ``deployment.inference`` path, so the gate judges what will be served."""
+    """(labels, positive-class probabilities or regression values) for a Ray Dataset with the
+    card's columns and ``label``, scored by ``Predictor`` actors (the class Serve uses) with the
+    card's ``deployment.inference`` path, so the gate judges what will be served."""
     frame = score_frame(ds, model_dir, version, inference)
-    return frame["label"].to_numpy(), frame[PROBABILITY].to_numpy(dtype=np.float64)
+    return frame["label"].to_numpy(), frame[output_column(model_dir)].to_numpy(dtype=np.float64)
+
+
+def output_column(model_dir: Path) -> str:
+    """``prediction`` for a regression package, ``probability`` (of the positive class) else."""
+    return PREDICTION if read_manifest(model_dir).category == "regression" else PROBABILITY
 
 
 def score_frame(
@@ -78,7 +83,7 @@ def batch_predict(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``score`` over a Parquet split written by the ETL stage."""
     frame = batch_predict_frame(model_dir, data_uri, version, inference)
-    return frame["label"].to_numpy(), frame[PROBABILITY].to_numpy(dtype=np.float64)
+    return frame["label"].to_numpy(), frame[output_column(model_dir)].to_numpy(dtype=np.float64)
 
 
 def batch_predict_frame(
@@ -112,7 +117,8 @@ def validation_leaderboard(
         value = meta.get("validation", {}).get(metric, meta.get(f"validation_{metric}"))
         if value is not None:
             scores[name] = float(value)
-    return dict(sorted(scores.items(), key=lambda kv: -kv[1]))
+    sign = 1 if metric in LOWER_IS_BETTER else -1  # best first: rmse ascending, AUC descending
+    return dict(sorted(scores.items(), key=lambda kv: sign * kv[1]))
 
 
 def _select_candidate(card: DesignCard, leaderboard: dict[str, float], names: list[str]) -> str:
@@ -136,6 +142,12 @@ def evaluate_models(
     out_dir = workdir.reports / "evaluation"
     out_dir.mkdir(parents=True, exist_ok=True)
     threshold = card.evaluation.threshold
+    regression = card.framing.category == "regression"
+
+    output = PREDICTION if regression else PROBABILITY
+
+    def measure(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, Any]:
+        return regression_metrics(y, p) if regression else classification_metrics(y, p, threshold)
 
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     results: dict[str, dict[str, Any]] = {}
@@ -150,8 +162,8 @@ def evaluate_models(
         frames[name] = frame = batch_predict_frame(
             model_dir, data_uri, inference=card.deployment.inference
         )
-        y, p = frame["label"].to_numpy(), frame[PROBABILITY].to_numpy(dtype=np.float64)
-        curves[name], results[name] = (y, p), classification_metrics(y, p, threshold)
+        y, p = frame["label"].to_numpy(), frame[output].to_numpy(dtype=np.float64)
+        curves[name], results[name] = (y, p), measure(y, p, threshold)
     if not results:
         raise DataError(
             "No trained model to evaluate.",
@@ -168,8 +180,8 @@ def evaluate_models(
         t_champion = card.evaluation.threshold if fixed else read_manifest(path).threshold
         champion_frame = batch_predict_frame(path, data_uri, version, card.deployment.inference)
         y = champion_frame["label"].to_numpy()
-        p = champion_frame[PROBABILITY].to_numpy(dtype=np.float64)
-        champion_metrics = classification_metrics(y, p, t_champion)
+        p = champion_frame[output].to_numpy(dtype=np.float64)
+        champion_metrics = measure(y, p, t_champion)
         curves[f"champion v{version}"] = (y, p)
 
     # Intervals, slices, latency of every model (latency may rule candidates out).
@@ -210,8 +222,14 @@ def evaluate_models(
         evidence,
     )
 
-    plots = [roc_plot(curves, out_dir / "roc.png", f"{card.name}: ROC on {Path(data_uri).name}")]
-    for name, m in results.items():
+    if regression:
+        from mlsd_ray.evaluate.regression import regression_plots
+
+        plots = regression_plots(curves, out_dir, f"{card.name} on {Path(data_uri).name}")
+    else:
+        title = f"{card.name}: ROC on {Path(data_uri).name}"
+        plots = [roc_plot(curves, out_dir / "roc.png", title)]
+    for name, m in ({} if regression else results).items():  # confusion matrices: classes
         plots.append(
             confusion_plot(
                 m["confusion_matrix"],
@@ -220,7 +238,11 @@ def evaluate_models(
                 f"{name} @ {thresholds[name]:.3f}",
             )
         )
-    model_plots, shared_plots = extra_plots(card, out_dir, curves, thresholds, analysis, data_uri)
+    model_plots, shared_plots = (
+        ({}, [])  # PR, calibration and threshold curves are for classifiers
+        if regression
+        else extra_plots(card, out_dir, curves, thresholds, analysis, data_uri)
+    )
     plots += [p for ps in model_plots.values() for p in ps[1:]] + shared_plots
     report = {
         "card": card.name,

@@ -19,6 +19,9 @@ MODEL_KINDS: dict[str, str] = {
     "tfidf_logreg": "mlsd_ray.models.simple:TfidfLogReg",
     "logreg": "mlsd_ray.models.simple:TabularLogReg",
     "transformer": "mlsd_ray.models.transformer:TransformerTextClassifier",
+    "mlp": "mlsd_ray.models.mlp:TabularMLP",
+    "mean": "mlsd_ray.models.regression:MeanRegressor",
+    "ridge": "mlsd_ray.models.regression:TabularRidge",
 }
 
 
@@ -51,6 +54,14 @@ class Model(ABC):
     @abstractmethod
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         """Shape (n_rows, n_classes); rows sum to 1."""
+
+    #: Regression models predict values (``predict``); classifiers predict probabilities.
+    is_regressor: bool = False
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        """Classifiers: the most probable class index per row. Regressors override this to
+        return the predicted value per row, shape (n_rows,)."""
+        return np.asarray(self.predict_proba(X)).argmax(axis=1)
 
     @abstractmethod
     def save(self, path: Path) -> None:

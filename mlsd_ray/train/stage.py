@@ -28,7 +28,8 @@ from mlsd_ray.train.metrics import roc_auc
 log = logging.getLogger(__name__)
 
 LABEL = "label"
-SIMPLE_KINDS = ("majority", "tfidf_logreg", "logreg")
+SIMPLE_KINDS: tuple[str, ...] = ("majority", "tfidf_logreg", "logreg")
+SIMPLE_KINDS += ("mean", "ridge")  # regression (mlsd_ray.models.regression)
 NUMERIC_TYPES = ("int", "float", "bool")
 CATEGORICAL_TYPES = ("category", "string")
 
@@ -64,6 +65,10 @@ def simple_params(spec: ModelSpec, card: DesignCard) -> dict[str, Any]:
         params.setdefault(
             "categorical", [f.name for f in card.framing.inputs if f.type in CATEGORICAL_TYPES]
         )
+    if spec.kind == "ridge":
+        from mlsd_ray.train.deep import tabular_defaults
+
+        params = tabular_defaults(params, card)
     if spec.kind == "tfidf_logreg" and card.feature_names[0] != card.framing.text_input:
         raise CardError(
             f"models.{spec.name}: tfidf_logreg reads the first input as its text.",
@@ -85,6 +90,8 @@ def fit_simple(
     started = time.perf_counter()
     model = load_model_class(kind)(inputs, **params).fit(train[inputs], train[LABEL].to_numpy())
     seconds = time.perf_counter() - started
+    if model.is_regressor:  # no AUC; the stage records regression metrics on validation
+        return model, seconds, None
     return model, seconds, roc_auc(val[LABEL].to_numpy(), model.predict_proba(val[inputs]))
 
 
@@ -177,6 +184,16 @@ def train_models(card: DesignCard, workdir: Workdir, only: list[str] | None = No
         }
         fitted[spec.name] = (transformer, transformer.params, seconds, auc, extra)
 
+    for spec in specs:  # deep tabular models: Ray Tune (optional), then Ray Train
+        if spec.kind == "mlp":
+            from mlsd_ray.train.deep import fit_deep
+
+            mlp, mlp_params, seconds, extra = fit_deep(spec, card, train, val, workdir)
+            auc = None
+            if not mlp.is_regressor:
+                auc = roc_auc(val[LABEL].to_numpy(), mlp.predict_proba(val[inputs]))
+            fitted[spec.name] = (mlp, mlp_params, seconds, auc, extra)
+
     for name, (ref, params) in pending.items():
         model, seconds, auc = ray.get(ref)
         fitted[name] = (model, params, seconds, auc, {})
@@ -202,6 +219,11 @@ def train_models(card: DesignCard, workdir: Workdir, only: list[str] | None = No
                     val[LABEL].to_numpy(), p_val, card.evaluation.threshold
                 ),
             }
+        if card.framing.category == "regression":
+            from mlsd_ray.evaluate.metrics import regression_metrics
+
+            y_hat = model.predict(val[inputs])
+            extra = {**extra, "validation": regression_metrics(val[LABEL].to_numpy(), y_hat)}
         metadata = {
             "card": card.name,
             "dataset_version": data_version,
@@ -223,8 +245,16 @@ def train_models(card: DesignCard, workdir: Workdir, only: list[str] | None = No
             "validation_roc_auc": auc,
             "rows": rows,
         }
+        for key in ("validation", "learning_curve", "tuning"):
+            if key in extra:
+                summary["models"][spec.name][key] = extra[key]
         log.info("%s (%s): validation ROC-AUC %s in %.1f s", spec.name, spec.kind, auc, seconds)
 
+    from mlsd_ray.train.deep import write_training_report
+
+    report = write_training_report(summary, workdir.reports / "training")
+    if report is not None:
+        summary["report"] = str(report)
     path = workdir.summary_path("train")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
