@@ -19,6 +19,8 @@ Category = Literal["binary", "multiclass", "regression"]
 FieldType = Literal["string", "text", "int", "float", "bool", "category"]
 SourceFormat = Literal["csv", "tsv", "parquet", "json"]
 ModelKind = Literal["majority", "tfidf_logreg", "logreg", "transformer"]
+#: The tabular ladder: gradient-boosted trees (trained with Ray Train) and ensembles.
+LadderKind = Literal["xgboost", "lightgbm", "bagging", "stacking"]
 
 
 class _Strict(BaseModel):
@@ -299,7 +301,7 @@ class TrainerConfig(_Strict):
 
 class ModelSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
-    kind: ModelKind
+    kind: ModelKind | LadderKind
     #: kind-specific options (e.g. tfidf max_features, C).
     params: dict[str, Any] = Field(default_factory=dict)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)

@@ -19,6 +19,11 @@ MODEL_KINDS: dict[str, str] = {
     "tfidf_logreg": "mlsd_ray.models.simple:TfidfLogReg",
     "logreg": "mlsd_ray.models.simple:TabularLogReg",
     "transformer": "mlsd_ray.models.transformer:TransformerTextClassifier",
+    # The tabular ladder (mlsd_ray.models.gbdt / ensemble).
+    "xgboost": "mlsd_ray.models.gbdt:XGBoostModel",
+    "lightgbm": "mlsd_ray.models.gbdt:LightGBMModel",
+    "bagging": "mlsd_ray.models.ensemble:Bagging",
+    "stacking": "mlsd_ray.models.ensemble:Stacking",
 }
 
 
