@@ -301,7 +301,7 @@ class TrainerConfig(_Strict):
 
 class ModelSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
-    kind: ModelKind | LadderKind
+    kind: Literal[ModelKind, LadderKind]  # nested Literals flatten: one error message
     #: kind-specific options (e.g. tfidf max_features, C).
     params: dict[str, Any] = Field(default_factory=dict)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
