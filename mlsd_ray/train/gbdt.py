@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -51,63 +52,89 @@ def feature_frame(Xt: np.ndarray, y: np.ndarray, weights: np.ndarray | None) -> 
     return frame
 
 
-def _shard(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+def _shard(name: str, config: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """This worker's shard as arrays; None for a dataset the driver did not pass."""
     import ray.train
 
-    shard = ray.train.get_dataset_shard(name)
-    if shard is None:
-        return None
-    frame = shard.materialize().to_pandas()
+    if name not in config["datasets"]:
+        return None  # get_dataset_shard raises KeyError for those
+    frame = ray.train.get_dataset_shard(name).materialize().to_pandas()
     X = frame.drop(columns=[LABEL, WEIGHT]).to_numpy(np.float32)
     return X, frame[LABEL].to_numpy(), frame[WEIGHT].to_numpy()
 
 
 def xgb_worker(config: dict[str, Any]) -> None:
-    """Ray Train worker: boost on this worker's shard; Ray's callback reports and checkpoints
-    the early-stopped booster (rank 0 writes it)."""
+    """Ray Train worker: boost on this worker's shard; Ray's callback reports every round's
+    validation metric, and the early-stopped booster is checkpointed once at the end."""
     import xgboost as xgb
     from ray.train.xgboost import RayTrainReportCallback
 
-    X, y, w = _shard("train")  # type: ignore[misc]
+    X, y, w = _shard("train", config)  # type: ignore[misc]
     dtrain = xgb.DMatrix(X, label=y, weight=w)
-    val = _shard("validation")
+    val = _shard("validation", config)
     dval = xgb.DMatrix(val[0], label=val[1]) if val is not None else None
-    xgb_boost(
+    started = time.perf_counter()
+    booster = xgb_boost(
         config["settings"],
         config["params"],
         dtrain,
         dval,
-        callbacks=[RayTrainReportCallback(filename=XGB_FILE, checkpoint_at_end=True)],
+        callbacks=_reporting(
+            RayTrainReportCallback(filename=XGB_FILE, checkpoint_at_end=False), dval
+        ),
     )
+    _report_final(booster, _timing(started, len(y), int(booster.num_boosted_rounds())))
+
+
+def _reporting(callback: Any, dval: Any) -> list[Any]:
+    """Ray's per-round report callback, only when there is a validation metric to report: each
+    report is a round trip to the Ray Train controller, which costs more than a small tree."""
+    return [callback] if dval is not None else []
+
+
+def _timing(started: float, rows: int, rounds: int) -> dict[str, Any]:
+    return {"boost_s": time.perf_counter() - started, "shard_rows": rows, "best_iteration": rounds}
+
+
+def _report_final(booster: Any, metrics: dict[str, Any]) -> None:
+    """Every worker reports (Ray Train V2 expects it); rank 0 attaches the booster in the
+    library's format. Ray Train keeps metrics only with checkpoints, so the timing rides here."""
+    import ray.train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = None
+        if ray.train.get_context().get_world_rank() == 0:
+            file = XGB_FILE if hasattr(booster, "num_boosted_rounds") else LGB_FILE
+            if file == XGB_FILE:
+                booster.save_model(str(Path(tmp) / file))
+            else:
+                booster.save_model(str(Path(tmp) / file), num_iteration=metrics["best_iteration"])
+            checkpoint = ray.train.Checkpoint.from_directory(tmp)
+        ray.train.report(metrics, checkpoint=checkpoint)
 
 
 def lgb_worker(config: dict[str, Any]) -> None:
     """Ray Train worker for LightGBM. Ray's callback reports every round; LightGBM's early
-    stopping ends training by exception before Ray's end-of-training checkpoint, so the best
-    booster is reported here once boosting returns."""
+    stopping ends training by exception before the callback's end-of-training checkpoint, so
+    the best booster is reported once boosting returns."""
     import lightgbm as lgb
-    import ray.train
     from ray.train.lightgbm import RayTrainReportCallback, get_network_params
 
-    X, y, w = _shard("train")  # type: ignore[misc]
+    X, y, w = _shard("train", config)  # type: ignore[misc]
     params = {**config["params"], **get_network_params()}
     dtrain = lgb.Dataset(X, label=y, weight=w)
-    val = _shard("validation")
+    val = _shard("validation", config)
     dval = lgb.Dataset(val[0], label=val[1], reference=dtrain) if val is not None else None
+    started = time.perf_counter()
     booster = lgb_boost(
         config["settings"],
         params,
         dtrain,
         dval,
-        callbacks=[RayTrainReportCallback(checkpoint_at_end=False)],
+        callbacks=_reporting(RayTrainReportCallback(checkpoint_at_end=False), dval),
     )
     best = int(booster.best_iteration or 0) or int(booster.current_iteration())
-    with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = None
-        if ray.train.get_context().get_world_rank() == 0:
-            booster.save_model(str(Path(tmp) / LGB_FILE), num_iteration=best)
-            checkpoint = ray.train.Checkpoint.from_directory(tmp)
-        ray.train.report({"best_iteration": best}, checkpoint=checkpoint)
+    _report_final(booster, _timing(started, len(y), best))
 
 
 def _check_result(result: Any, name: str) -> Any:
@@ -161,7 +188,11 @@ def train_gbdt(
     else:
         library_params = lgb_params(settings, n_classes, spw)
     common: dict[str, Any] = {
-        "train_loop_config": {"settings": settings, "params": library_params},
+        "train_loop_config": {
+            "settings": settings,
+            "params": library_params,
+            "datasets": list(datasets),
+        },
         "scaling_config": ScalingConfig(
             num_workers=num_workers, resources_per_worker={"CPU": cpus_per_worker}
         ),

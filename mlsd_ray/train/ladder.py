@@ -91,6 +91,8 @@ def fit_ladder(
             storage_path=str(storage_path) if storage_path else None,
         )
         extra["best_iteration"] = model.best_iteration_
+        metrics = model.train_metrics_
+        extra.update({k: metrics[k] for k in ("boost_s", "shard_rows") if k in metrics})
     elif spec.kind in GBDT_KINDS:  # num_workers 0: boost in the driver (debugging, tests)
         model = load_model_class(spec.kind)(inputs, **params)
         model.fit(train[inputs], train[LABEL].to_numpy(), val[inputs], val[LABEL].to_numpy())

@@ -33,8 +33,8 @@ def write_splits(card: DesignCard, workdir: Workdir, shared: Path) -> dict[str, 
     raw = pd.read_csv(shared / "ad_click" / "online_shoppers_dev.csv")
     frame = pd.DataFrame()
     for field in card.framing.inputs:
-        column = raw[field.name]
-        frame[field.name] = column.astype("float64") if field.type == "float" else column.astype(str)
+        col = raw[field.name]
+        frame[field.name] = col.astype("float64") if field.type == "float" else col.astype(str)
     frame["label"] = raw["Revenue"].astype(str).str.lower().isin(["1", "true"]).astype("int64")
     rows = np.random.default_rng(0).permutation(len(frame))
     splits = {
