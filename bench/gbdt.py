@@ -9,7 +9,8 @@ preprocessor (10 numerics, 7 one-hot categoricals). Every side boosts ``--rounds
 depth 6 (binary logistic, ``scale_pos_weight`` balanced, no early stopping) with ``--threads``
 threads:
 
-* native: ``xgboost.train`` / ``lightgbm.train`` in this process on the transformed matrix;
+* native: ``xgboost.train`` / ``lightgbm.train`` in this process on the transformed matrix,
+  once before and once after the Ray Train run, the faster kept (the machine is shared);
 * Ray Train: `mlsd_ray.train.gbdt.train_gbdt` with one worker of ``--threads`` CPUs; ``wall_s``
   is the whole call (preprocessing, Ray Data, worker start-up, checkpoint), ``boost_s`` the
   boosting inside the worker. No validation set, so no per-round report to the controller.
@@ -65,13 +66,17 @@ def load(rows: int) -> tuple[pd.DataFrame, list[str], dict[str, Any]]:
 
 
 def native(kind: str, Xt: np.ndarray, y: np.ndarray, settings: dict[str, Any]) -> float:
+    """Boosting seconds, timed as the Ray Train worker times them: from after the DMatrix is
+    built (xgboost) / from the lazy lgb.Dataset (LightGBM, whose binning happens in train)."""
     spw = pos_weight(settings, y)
-    started = time.perf_counter()
     if kind == "xgboost":
         import xgboost as xgb
 
-        xgb.train(xgb_params(settings, 2, spw), xgb.DMatrix(Xt, label=y), settings["rounds"])
+        dtrain = xgb.DMatrix(Xt, label=y)
+        started = time.perf_counter()
+        xgb.train(xgb_params(settings, 2, spw), dtrain, settings["rounds"])
     else:
+        started = time.perf_counter()
         import lightgbm as lgb
 
         lgb.train(lgb_params(settings, 2, spw), lgb.Dataset(Xt, label=y), settings["rounds"])
@@ -114,6 +119,7 @@ def main() -> None:
     results: list[dict[str, Any]] = []
     storage = tempfile.mkdtemp(prefix="bench_gbdt_")
     for kind in ("xgboost", "lightgbm"):
+        # Native before and after Ray Train, the faster kept: other helpers' load comes and goes.
         native_s = native(kind, Xt, y, settings)
         t = time.perf_counter()
         model = train_gbdt(
@@ -128,6 +134,8 @@ def main() -> None:
             storage_path=storage,
         )
         wall_s = time.perf_counter() - t
+        native_after_s = native(kind, Xt, y, settings)
+        native_s = min(native_s, native_after_s)
         boost_s = float(model.train_metrics_["boost_s"])
         row = {
             "library": kind,
