@@ -18,7 +18,7 @@ from mlsd_ray.spec import DesignCard, load_card
 from mlsd_ray.train.ladder import ladder_params
 from mlsd_ray.train.stage import train_models
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.integration
 
 CARD = Path(__file__).resolve().parents[2] / "systems" / "event_registration.yaml"
 SMALL = "{n_estimators: 40, max_depth: 3, learning_rate: 0.15}"
@@ -48,6 +48,7 @@ def write_splits(card: DesignCard, workdir: Workdir, shared: Path) -> dict[str, 
     return splits
 
 
+@pytest.mark.slow  # two Ray Train runs: 12-17 s start-up each on a quiet machine, 90 s loaded
 def test_gbdts_train_through_ray_train(ray_cluster, shared_datasets: Path, tmp_path: Path) -> None:
     c = card(f"models.candidates.1.params={SMALL}", f"models.candidates.2.params={SMALL}")
     workdir = Workdir(tmp_path)
