@@ -305,3 +305,20 @@ def test_multiclass_softprob(kind: str, shoppers: dict[str, Any]) -> None:
     assert proba.shape == (len(y_test), 3)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
     assert roc_auc_score(y_test, proba, multi_class="ovr", labels=[0, 1, 2]) > 0.75
+
+
+def test_ladder_params_fill_the_card_columns_and_members_inherit_them() -> None:
+    from mlsd_ray.train.ladder import ladder_params
+
+    card = load_card(Path(__file__).resolve().parents[2] / "systems" / "event_registration.yaml")
+    stacking = next(s for s in card.models.candidates if s.kind == "stacking")
+    params = ladder_params(stacking, card)
+    assert params["numeric"][0] == "Administrative" and "Weekend" in params["categorical"]
+    assert params["category"] == "binary"
+    model = Stacking(card.feature_names, **params)
+    for member in model.member_specs:  # every member sees the card's columns
+        assert member["params"]["categorical"] == params["categorical"]
+    # A member's own setting wins over the inherited one.
+    own = {**params, "base": [{"kind": "logreg", "params": {"numeric": ["PageValues"]}}] * 2}
+    first = Stacking(card.feature_names, **own).member_specs[0]
+    assert first["params"]["numeric"] == ["PageValues"]
