@@ -21,6 +21,8 @@ SourceFormat = Literal["csv", "tsv", "parquet", "json"]
 ModelKind = Literal["majority", "tfidf_logreg", "logreg", "transformer"]
 #: Kinds added for deep tabular models and regression (mlsd_ray.models.mlp / .regression).
 DeepKind = Literal["mlp", "mean", "ridge"]
+#: The tabular ladder: gradient-boosted trees (trained with Ray Train) and ensembles.
+LadderKind = Literal["xgboost", "lightgbm", "bagging", "stacking"]
 
 
 class _Strict(BaseModel):
@@ -394,7 +396,7 @@ class Tuning(_Strict):
 
 class ModelSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
-    kind: Literal[ModelKind, DeepKind]  # nested Literals flatten: one list in errors
+    kind: Literal[ModelKind, DeepKind, LadderKind]  # nested Literals flatten: one error
     #: kind-specific options (e.g. tfidf max_features, C).
     params: dict[str, Any] = Field(default_factory=dict)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)

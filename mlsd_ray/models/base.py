@@ -22,6 +22,11 @@ MODEL_KINDS: dict[str, str] = {
     "mlp": "mlsd_ray.models.mlp:TabularMLP",
     "mean": "mlsd_ray.models.regression:MeanRegressor",
     "ridge": "mlsd_ray.models.regression:TabularRidge",
+    # The tabular ladder (mlsd_ray.models.gbdt / ensemble).
+    "xgboost": "mlsd_ray.models.gbdt:XGBoostModel",
+    "lightgbm": "mlsd_ray.models.gbdt:LightGBMModel",
+    "bagging": "mlsd_ray.models.ensemble:Bagging",
+    "stacking": "mlsd_ray.models.ensemble:Stacking",
 }
 
 

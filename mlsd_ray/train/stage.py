@@ -194,6 +194,15 @@ def train_models(card: DesignCard, workdir: Workdir, only: list[str] | None = No
                 auc = roc_auc(val[LABEL].to_numpy(), mlp.predict_proba(val[inputs]))
             fitted[spec.name] = (mlp, mlp_params, seconds, auc, extra)
 
+    # The tabular ladder: GBDTs through Ray Train, ensembles fan their members out as tasks.
+    from mlsd_ray.train.ladder import LADDER_KINDS, fit_ladder
+
+    for spec in specs:
+        if spec.kind in LADDER_KINDS:
+            fitted[spec.name] = fit_ladder(
+                spec, card, train, val, storage_path=workdir.root / "ray_results"
+            )
+
     for name, (ref, params) in pending.items():
         model, seconds, auc = ray.get(ref)
         fitted[name] = (model, params, seconds, auc, {})
