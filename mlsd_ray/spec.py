@@ -749,6 +749,8 @@ class DesignCard(_Strict):
     @model_validator(mode="after")
     def _gate_fits_category(self) -> DesignCard:
         regression = self.framing.category == "regression"
+        if regression and "metric" not in self.evaluation.gate.model_fields_set:
+            self.evaluation.gate.metric = "rmse"  # the default (roc_auc) is a classifier's
         if regression != (self.evaluation.gate.metric in get_args(RegressionMetric)):
             expected = get_args(RegressionMetric) if regression else get_args(Metric)
             raise ValueError(
