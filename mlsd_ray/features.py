@@ -69,6 +69,19 @@ class TabularPreprocessor:
         self.crosses = [list(c) for c in crosses or []]
         self.hash_buckets = hash_buckets
 
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> TabularPreprocessor:
+        """The (unfitted) preprocessing a tabular model's card params describe: ``numeric``,
+        ``categorical``, ``max_categories``, ``encodings``, ``crosses``, ``hash_buckets``."""
+        return cls(
+            params.get("numeric", []),
+            params.get("categorical", []),
+            int(params.get("max_categories", 50)),
+            encodings=params.get("encodings"),
+            crosses=params.get("crosses"),
+            hash_buckets=int(params.get("hash_buckets", 32)),
+        )
+
     # -- configuration ------------------------------------------------------------------
     def _encoding(self, column: str) -> str:
         return self.encodings.get(column, "onehot")

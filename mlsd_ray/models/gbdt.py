@@ -60,18 +60,6 @@ KNOWN = {
 }
 
 
-def preprocessor(params: dict[str, Any]) -> TabularPreprocessor:
-    """The tabular preprocessor a tabular model's params describe (unfitted)."""
-    return TabularPreprocessor(
-        params.get("numeric", []),
-        params.get("categorical", []),
-        int(params.get("max_categories", 50)),
-        encodings=params.get("encodings"),
-        crosses=params.get("crosses"),
-        hash_buckets=int(params.get("hash_buckets", 32)),
-    )
-
-
 def _number(params: dict[str, Any], key: str, default: float, low: float, kind: type) -> Any:
     value = params.get(key, default)
     try:
@@ -191,7 +179,7 @@ class _GBDT(Model):
     ) -> Self:
         """Fit in this process; early stopping on (X_val, y_val) when given."""
         y = np.asarray(y)
-        self.pre_ = preprocessor(self.params).fit(X)
+        self.pre_ = TabularPreprocessor.from_params(self.params).fit(X)
         self.n_classes_ = n_classes_of(self.settings["category"], y)
         val = None
         if X_val is not None and y_val is not None and len(X_val):

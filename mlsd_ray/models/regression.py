@@ -31,18 +31,6 @@ class _Regressor(Model):
         )
 
 
-def preprocessor(params: dict[str, Any]) -> TabularPreprocessor:
-    """The card's tabular preprocessing from a model's params (as logreg reads them)."""
-    return TabularPreprocessor(
-        params.get("numeric", []),
-        params.get("categorical", []),
-        int(params.get("max_categories", 50)),
-        encodings=params.get("encodings"),
-        crosses=params.get("crosses"),
-        hash_buckets=int(params.get("hash_buckets", 32)),
-    )
-
-
 class MeanRegressor(_Regressor):
     """Predicts the training mean for every row: the floor any regression model must beat."""
 
@@ -79,7 +67,7 @@ class TabularRidge(_Regressor):
     kind = "ridge"
 
     def fit(self, X: pd.DataFrame, y: np.ndarray) -> Self:
-        self.pre_ = preprocessor(self.params).fit(X)
+        self.pre_ = TabularPreprocessor.from_params(self.params).fit(X)
         reg = Ridge(alpha=float(self.params.get("alpha", 1.0)))
         reg.fit(self.pre_.transform(X), np.asarray(y, dtype=np.float64))
         self.weights_ = {

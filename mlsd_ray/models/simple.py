@@ -153,14 +153,7 @@ class TabularLogReg(Model):
     kind = "logreg"
 
     def fit(self, X: pd.DataFrame, y: np.ndarray) -> Self:
-        self.pre_ = TabularPreprocessor(
-            self.params.get("numeric", []),
-            self.params.get("categorical", []),
-            int(self.params.get("max_categories", 50)),
-            encodings=self.params.get("encodings"),
-            crosses=self.params.get("crosses"),
-            hash_buckets=int(self.params.get("hash_buckets", 32)),
-        ).fit(X)
+        self.pre_ = TabularPreprocessor.from_params(self.params).fit(X)
         self.n_classes_ = max(int(np.max(y)) + 1, 2)
         self.weights_ = _Linear.fit(
             self.pre_.transform(X),

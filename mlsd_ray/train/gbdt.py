@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from mlsd_ray.errors import ModelError
+from mlsd_ray.features import TabularPreprocessor
 from mlsd_ray.models.base import load_model_class
 from mlsd_ray.models.gbdt import (
     XGBoostModel,
@@ -30,7 +31,6 @@ from mlsd_ray.models.gbdt import (
     lgb_params,
     n_classes_of,
     pos_weight,
-    preprocessor,
     sample_weights,
     xgb_boost,
     xgb_params,
@@ -201,7 +201,7 @@ def train_gbdt(
         raise ModelError(f"train_gbdt got kind {kind!r}.", fix="use xgboost or lightgbm")
     settings = check_params(params)
     y = train[LABEL].to_numpy()
-    pre = preprocessor(params).fit(train[inputs])
+    pre = TabularPreprocessor.from_params(params).fit(train[inputs])
     n_classes = n_classes_of(settings["category"], y)
     spw = pos_weight(settings, y)
     datasets = {
