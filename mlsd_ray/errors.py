@@ -15,6 +15,11 @@ class MlsdError(Exception):
             parts.append(f"Fix: {fix}")
         super().__init__(" ".join(parts))
 
+    def __reduce__(self) -> tuple[type, tuple[str, str, str]]:
+        # Pickle (Ray tasks, processes) rebuilds from what/why/fix, not from the joined
+        # message, so the fix survives the trip.
+        return type(self), (self.what, self.why, self.fix)
+
 
 class CardError(MlsdError):
     """The design card is malformed; the message names the key path."""
@@ -42,3 +47,19 @@ class RegistryError(MlsdError):
 
 class GateError(MlsdError):
     """Raised only when a caller asks promotion to be mandatory and the gate failed."""
+
+
+class InvalidInput(MlsdError, ValueError):
+    """A request instance does not match the model's input schema (maps to HTTP 422)."""
+
+
+class BadRequest(MlsdError, ValueError):
+    """The request cannot be served as sent; ``status_code`` is the HTTP status to answer
+    (4xx, or 503 when overloaded) and ``reason`` the sentence saying what to change."""
+
+    def __init__(self, status_code: int, reason: str, fix: str = "") -> None:
+        super().__init__(reason, fix=fix)
+        self.status_code, self.reason = status_code, reason
+
+    def __reduce__(self) -> tuple[type, tuple[int, str, str]]:  # type: ignore[override]
+        return type(self), (self.status_code, self.reason, self.fix)

@@ -15,17 +15,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mlsd_ray.errors import InvalidInput
 from mlsd_ray.models.package import ModelManifest, load_package
+from mlsd_ray.tasks import Decision, get_task
+from mlsd_ray.tasks.base import PREDICTION, PROBABILITY
 
 log = logging.getLogger(__name__)
 
-PROBABILITY = "probability"
-#: The output column of regression models (the predicted value).
-PREDICTION = "prediction"
-
-
-class InvalidInput(ValueError):
-    """A request instance does not match the model's input schema (maps to HTTP 422)."""
+__all__ = ["PREDICTION", "PROBABILITY", "InvalidInput", "Predictor"]
 
 
 def _cast(value: Any, type_: str, where: str) -> Any:
@@ -64,6 +61,7 @@ class Predictor:
     ) -> None:
         self.model_dir = Path(model_dir)
         self.model, self.manifest = load_package(self.model_dir)
+        self.task = get_task(self.manifest.category)
         self.version = version or self.manifest.metadata.get("version", "local")
         self.inference = "fp32"
         if inference and inference != "fp32":
@@ -78,6 +76,12 @@ class Predictor:
     @property
     def threshold(self) -> float:
         return self.manifest.threshold
+
+    @property
+    def decision(self) -> Decision:
+        """The package's decision rule (threshold chosen at evaluation, class thresholds)."""
+        m = self.manifest
+        return Decision(list(m.classes), m.threshold, dict(m.class_thresholds))
 
     # -- validation ---------------------------------------------------------------------
     def to_frame(self, instances: list[Any]) -> pd.DataFrame:
@@ -115,19 +119,15 @@ class Predictor:
         (n, n_classes)."""
         if len(frame) == 0:
             return np.zeros(0)
-        if self.manifest.category == "regression":  # the predicted value per row
-            return np.asarray(self.model.predict(frame), dtype=np.float64)
-        proba = self.model.predict_proba(frame)
-        return proba[:, 1] if self.manifest.category == "binary" else proba
+        return self.task.answer(self.model, frame)
 
     def labels(self, scores: np.ndarray) -> list[str]:
-        """Class names for scores from ``predict_frame``: binary at the manifest's threshold
-        (the one evaluation chose for the business objective), multiclass by argmax."""
-        scores = np.asarray(scores)
-        classes = self.manifest.classes
-        if scores.ndim == 1:
-            return [classes[1] if s >= self.threshold else classes[0] for s in scores]
-        return [classes[i] for i in scores.argmax(axis=1)]
+        """Answers for scores from ``predict_frame``: binary at the manifest's threshold (the one
+        evaluation chose for the business objective), multiclass by the card's class thresholds
+        or argmax, regression the value."""
+        if len(scores) == 0:
+            return []
+        return self.task.labels(np.asarray(scores), self.decision)
 
     def predict(self, instances: list[Any]) -> list[Any]:
         return self.predict_frame(self.to_frame(instances)).tolist()
@@ -136,8 +136,7 @@ class Predictor:
         """For Ray Data: ``map_batches(Predictor, fn_constructor_args=(dir,), ...)``."""
         out = batch.copy()
         scores = self.predict_frame(batch[self.manifest.input_names])
-        column = PREDICTION if self.manifest.category == "regression" else PROBABILITY
-        out[column] = list(scores) if scores.ndim > 1 else scores
+        out[self.task.output_column] = list(scores) if scores.ndim > 1 else scores
         return out
 
     def describe(self) -> dict[str, Any]:

@@ -7,6 +7,7 @@ was expected, e.g. ``data.sources.0.format: got 'xlsx'; expected one of 'csv', '
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -14,15 +15,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mlsd_ray.errors import CardError
+from mlsd_ray.models.kinds import KIND_NAMES, KINDS, check_params
+from mlsd_ray.tasks import TASK_NAMES, TASKS
 
-Category = Literal["binary", "multiclass", "regression"]
+#: Every task, from the table of tasks (mlsd_ray.tasks).
+Category = Literal[TASK_NAMES]  # type: ignore[valid-type]
 FieldType = Literal["string", "text", "int", "float", "bool", "category"]
 SourceFormat = Literal["csv", "tsv", "parquet", "json"]
-ModelKind = Literal["majority", "tfidf_logreg", "logreg", "transformer"]
-#: Kinds added for deep tabular models and regression (mlsd_ray.models.mlp / .regression).
-DeepKind = Literal["mlp", "mean", "ridge"]
-#: The tabular ladder: gradient-boosted trees (trained with Ray Train) and ensembles.
-LadderKind = Literal["xgboost", "lightgbm", "bagging", "stacking"]
+#: Every model kind, from the table of kinds (mlsd_ray.models.kinds).
+ModelKind = Literal[KIND_NAMES]  # type: ignore[valid-type]
 
 
 class _Strict(BaseModel):
@@ -396,7 +397,7 @@ class Tuning(_Strict):
 
 class ModelSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
-    kind: Literal[ModelKind, DeepKind, LadderKind]  # nested Literals flatten: one error
+    kind: ModelKind
     #: kind-specific options (e.g. tfidf max_features, C).
     params: dict[str, Any] = Field(default_factory=dict)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
@@ -406,9 +407,20 @@ class ModelSpec(_Strict):
     tuning: Tuning | None = None
 
     @model_validator(mode="after")
-    def _tuning_kind(self) -> ModelSpec:
-        if self.tuning is not None and self.kind != "mlp":
-            raise ValueError(f"tuning is supported for kind mlp, not {self.kind!r}")
+    def _fits_kind(self) -> ModelSpec:
+        """Params, trainer options and tuning must be ones the kind reads (nothing ignored)."""
+        kind = KINDS[self.kind]
+        check_params(self.kind, self.params)
+        ignored = sorted(self.trainer.model_fields_set - kind.trainer_options)
+        if ignored:
+            reads = sorted(kind.trainer_options) or "no trainer options"
+            raise ValueError(
+                f"trainer.{ignored[0]}: kind {self.kind!r} ignores trainer option(s) {ignored} "
+                f"(it reads {reads}); remove them"
+            )
+        if self.tuning is not None and not kind.tuning:
+            tunable = [k for k, info in KINDS.items() if info.tuning]
+            raise ValueError(f"tuning is supported for kinds {tunable}, not {self.kind!r}")
         return self
 
 
@@ -426,6 +438,8 @@ class Models(_Strict):
 
 # 5. Evaluation ---------------------------------------------------------------------------
 Metric = Literal["precision", "recall", "f1", "accuracy", "roc_auc", "pr_auc"]
+#: Multiclass adds the support-weighted F1 (the others are macro averages there).
+ClassMetric = Literal[Metric, "f1_weighted"]
 #: Regression metrics (``category: regression``); mse, mae and rmse are lower-is-better.
 RegressionMetric = Literal["mse", "mae", "rmse", "r2"]
 LOWER_IS_BETTER = ("mse", "mae", "rmse")
@@ -436,9 +450,12 @@ class GateRule(_Strict):
     ``{metric: recall, min_value: 0.6}`` or ``{metric: roc_auc, slice: with_url, min_value: 0.7}``
     or ``{metric: f1, min_improvement: 0.01}`` (against the champion on the same rows)."""
 
-    metric: Metric
+    metric: ClassMetric
     #: A slice name from ``evaluation.slices`` (for ``each_value`` slices: ``NAME=VALUE``).
     slice: str | None = None
+    #: Multiclass: the metric of this class (one-vs-rest), e.g. ``{metric: recall, class_name:
+    #: hate, min_value: 0.4}``; None = the macro average.
+    class_name: str | None = None
     min_value: float | None = None
     min_improvement: float | None = None
 
@@ -446,7 +463,7 @@ class GateRule(_Strict):
 class Gate(_Strict):
     """When may a candidate take the `champion` alias?"""
 
-    metric: Literal[Metric, RegressionMetric] = "roc_auc"
+    metric: Literal[ClassMetric, RegressionMetric] = "roc_auc"
     min_value: float = 0.0  # absolute floor on the test split
     #: Lower-is-better metrics (mse, mae, rmse): an absolute ceiling on the test split, e.g.
     #: ``max_value: 1.0`` for rmse; None = no ceiling. (``min_value`` does not apply to them.)
@@ -531,6 +548,9 @@ class ThresholdObjective(_Strict):
     value_fp: float = 0.0
     value_fn: float = 0.0
     value_tn: float = 0.0
+    #: When no threshold meets the objective on validation (say no threshold reaches
+    #: ``min_precision``), the gate fails with the reason, unless this is true.
+    allow_unmet: bool = False
 
     @model_validator(mode="after")
     def _needs(self) -> ThresholdObjective:
@@ -577,6 +597,10 @@ class OnlineMetric(_Strict):
 class Evaluation(_Strict):
     metrics: list[Metric] = Field(default_factory=lambda: list(get_args(Metric)))
     threshold: float = Field(0.5, gt=0, lt=1)
+    #: Multiclass: class name -> threshold; the first class (in label order) whose probability
+    #: reaches its threshold is the answer, else the argmax. Empty = argmax. e.g.
+    #: ``class_thresholds: {hate: 0.3}``.
+    class_thresholds: dict[str, float] = Field(default_factory=dict)
     gate: Gate = Field(default_factory=Gate)
     #: Slices with their own metrics; see ``Slice``.
     slices: list[Slice] = Field(default_factory=list)
@@ -738,7 +762,8 @@ class DesignCard(_Strict):
     @model_validator(mode="after")
     def _inference_needs_a_transformer(self) -> DesignCard:
         kinds = [m.kind for m in [self.models.baseline, *self.models.candidates]]
-        if self.deployment.inference != "fp32" and "transformer" not in kinds:
+        fast = any(KINDS[k].fast_inference for k in kinds)
+        if self.deployment.inference != "fp32" and not fast:
             raise ValueError(
                 f"deployment.inference {self.deployment.inference!r} applies to transformer "
                 f"models and this card has none (kinds {kinds}); set it to 'fp32' or add a "
@@ -748,15 +773,53 @@ class DesignCard(_Strict):
 
     @model_validator(mode="after")
     def _gate_fits_category(self) -> DesignCard:
-        regression = self.framing.category == "regression"
-        if regression and "metric" not in self.evaluation.gate.model_fields_set:
-            self.evaluation.gate.metric = "rmse"  # the default (roc_auc) is a classifier's
-        if regression != (self.evaluation.gate.metric in get_args(RegressionMetric)):
-            expected = get_args(RegressionMetric) if regression else get_args(Metric)
+        task = TASKS[self.framing.category]
+        gate = self.evaluation.gate
+        if "metric" not in gate.model_fields_set and gate.metric not in task.gate_metrics:
+            # The default (roc_auc) is a classifier's: take the task's own.
+            gate.metric = task.gate_metrics[0]  # type: ignore[assignment]
+        if gate.metric not in task.gate_metrics:
             raise ValueError(
-                f"evaluation.gate.metric {self.evaluation.gate.metric!r} does not fit category "
-                f"{self.framing.category!r}; use one of {list(expected)}"
+                f"evaluation.gate.metric {gate.metric!r} does not fit category "
+                f"{self.framing.category!r}; use one of {list(task.gate_metrics)}"
             )
+        for i, rule in enumerate(gate.rules):
+            if rule.metric not in task.gate_metrics:
+                raise ValueError(
+                    f"evaluation.gate.rules.{i}.metric {rule.metric!r} does not fit category "
+                    f"{self.framing.category!r}; use one of {list(task.gate_metrics)}"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _classes_known(self) -> DesignCard:
+        classes = self.framing.label.classes
+        named = {
+            "evaluation.class_thresholds": list(self.evaluation.class_thresholds),
+            "evaluation.gate.rules.class_name": [
+                r.class_name for r in self.evaluation.gate.rules if r.class_name is not None
+            ],
+        }
+        for where, names in named.items():
+            if names and self.framing.category != "multiclass":
+                raise ValueError(f"{where} applies to category multiclass only")
+            unknown = [n for n in names if n not in classes]
+            if unknown:
+                raise ValueError(f"{where}: unknown class(es) {unknown}; classes are {classes}")
+        bad = {k: v for k, v in self.evaluation.class_thresholds.items() if not 0 < v < 1}
+        if bad:
+            raise ValueError(f"evaluation.class_thresholds must be in (0, 1); got {bad}")
+        return self
+
+    @model_validator(mode="after")
+    def _models_fit_task(self) -> DesignCard:
+        for spec in [self.models.baseline, *self.models.candidates]:
+            tasks = KINDS[spec.kind].tasks
+            if self.framing.category not in tasks:
+                raise ValueError(
+                    f"models.{spec.name}: kind {spec.kind!r} does not do "
+                    f"{self.framing.category!r} (it does {sorted(tasks)})"
+                )
         return self
 
     @property
@@ -769,6 +832,9 @@ class DesignCard(_Strict):
 
 
 # Loading ---------------------------------------------------------------------------------
+_KEYED = re.compile(r"^(params|trainer)\.[\w.]+: ")
+
+
 def _format_errors(err: ValidationError, where: str) -> str:
     lines = []
     for e in err.errors():
@@ -778,6 +844,14 @@ def _format_errors(err: ValidationError, where: str) -> str:
             lines.append(f"{path}: unknown key (got {given!r}); remove it or check its spelling")
         elif e["type"] == "missing":
             lines.append(f"{path}: required key is missing; add it")
+        elif e["type"] == "value_error" and _KEYED.match(
+            msg := e["msg"].removeprefix("Value error, ")
+        ):
+            # A section's own check names the key below it ("params.c: ..."): one line per key.
+            for part in msg.split("; params."):
+                part = part if part.startswith(("params.", "trainer.")) else f"params.{part}"
+                key, _, rest = part.partition(": ")
+                lines.append(f"{path}.{key}: {rest}")
         else:
             shown = repr(given)
             if len(shown) > 80:

@@ -12,21 +12,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlsd_ray.evaluate.bootstrap import HEADLINE, confidence_intervals, paired_difference
+from mlsd_ray.evaluate.bootstrap import HEADLINE, paired_difference
 from mlsd_ray.evaluate.latency import measure_latency
-from mlsd_ray.evaluate.slices import slice_metrics
-from mlsd_ray.evaluate.threshold import choose_threshold
 from mlsd_ray.models.package import MANIFEST, read_manifest
 from mlsd_ray.predict import PROBABILITY, Predictor
 from mlsd_ray.spec import DesignCard
+from mlsd_ray.tasks import Decision, get_task
 
 log = logging.getLogger(__name__)
 LABEL = "label"
 
 
 def score_split(model_dir: Path, uri: str) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, P(positive)) of a small split, scored in this process: the validation split
-    is small, and a Ray Data job would cost more to start than to run."""
+    """(labels, scores) of a small split, scored in this process: the validation split is
+    small, and a Ray Data job would cost more to start than to run."""
     from mlsd_ray.train.stage import read_split
 
     frame = read_split(uri)
@@ -39,25 +38,31 @@ def ensure_threshold(
     model_dir: Path,
     score_validation: Callable[[], tuple[np.ndarray, np.ndarray]],
 ) -> dict[str, Any]:
-    """Choose the model's threshold by the card's objective on the validation split and store
-    it in the package manifest (which serving reads). ``fixed`` keeps the card's threshold."""
+    """Choose the model's decision rule by the task (binary: the card's objective on the
+    validation split) and store it in the package manifest (which serving reads). ``fixed``
+    keeps the card's threshold. When the rule looked at validation, ``validation`` holds the
+    metrics at the chosen rule, so the leaderboard ranks what the gate will judge."""
+    task = get_task(card.framing.category)
     objective = card.evaluation.threshold_objective
     manifest = read_manifest(model_dir)
-    if card.framing.category != "binary":  # thresholds are for binary decisions
-        return {"rule": "fixed", "threshold": card.evaluation.threshold, "met": True}
-    if objective.rule == "fixed":
-        choice = choose_threshold(objective, np.zeros(0), np.zeros(0), card.evaluation.threshold)
-    else:
+    if task.uses_threshold and objective.rule != "fixed":
         y, p = score_validation()
-        choice = choose_threshold(objective, y, p, card.evaluation.threshold)
-        choice["split"] = "validation"
+        choice = task.choose_decision(card, y, p)
+        decision = Decision(list(manifest.classes), choice["threshold"])
+        choice["validation"] = task.metrics(y, p, decision)
         if not choice["met"]:
             log.warning("%s: no threshold meets %s on validation", manifest.name, objective)
-    if manifest.threshold != choice["threshold"] or "threshold_choice" not in manifest.metadata:
+    else:
+        choice = task.choose_decision(card, None, None)
+    thresholds = dict(choice.get("class_thresholds", manifest.class_thresholds))
+    stored = {k: v for k, v in choice.items() if k != "validation"}
+    changed = manifest.threshold != choice["threshold"] or thresholds != manifest.class_thresholds
+    if changed or manifest.metadata.get("threshold_choice") != stored:
         updated = manifest.model_copy(
             update={
                 "threshold": choice["threshold"],
-                "metadata": {**manifest.metadata, "threshold_choice": choice},
+                "class_thresholds": thresholds,
+                "metadata": {**manifest.metadata, "threshold_choice": stored},
             }
         )
         (model_dir / MANIFEST).write_text(updated.model_dump_json(indent=2))
@@ -74,15 +79,11 @@ def model_evidence(
 ) -> dict[str, Any]:
     """Intervals, slices, latency (and behavioural tests) of one scored model."""
     ev = card.evaluation
-    out: dict[str, Any] = {"threshold": threshold, "intervals": {}, "slices": []}
-    if card.framing.category == "binary":  # intervals and slices of binary metrics
-        y = frame[LABEL].to_numpy()
-        p = frame[PROBABILITY].to_numpy(dtype=np.float64)
-        boot = ev.bootstrap
-        out["intervals"] = confidence_intervals(
-            y, p, threshold, boot.n_resamples, boot.confidence, boot.seed
-        )
-        out["slices"] = slice_metrics(ev.slices, frame, y, p, threshold)
+    task = get_task(card.framing.category)
+    manifest = read_manifest(model_dir)
+    decision = Decision(list(manifest.classes), threshold, dict(manifest.class_thresholds))
+    out: dict[str, Any] = {"threshold": threshold}
+    out.update(task.evidence(card, frame, frame[LABEL].to_numpy(), task.scores(frame), decision))
     # The path Serve will run (deployment.inference), so the latency gate judges what is served.
     predictor = Predictor(model_dir, version, inference=card.deployment.inference)
     instances = frame[card.feature_names].head(50).to_dict(orient="records")
@@ -105,7 +106,8 @@ def paired_comparisons(
 ) -> dict[str, dict[str, Any]]:
     """Challenger - champion intervals for the gate's metrics, on the same rows."""
     gate, boot = card.evaluation.gate, card.evaluation.bootstrap
-    if boot.n_resamples == 0 or not gate.use_intervals or card.framing.category != "binary":
+    task = get_task(card.framing.category)
+    if boot.n_resamples == 0 or not gate.use_intervals or not task.has_intervals:
         return {}
     joined = _align(candidate, champion)
     if joined is None:

@@ -12,8 +12,7 @@ from functools import partial
 from typing import Any
 
 from mlsd_ray.errors import DataError
-from mlsd_ray.evaluate.metrics import classification_metrics
-from mlsd_ray.evaluate.stage import score
+from mlsd_ray.evaluate.stage import decision_of, score, task_of
 from mlsd_ray.models.package import read_manifest
 from mlsd_ray.runtime import ensure_ray
 from mlsd_ray.settings import Workdir
@@ -45,10 +44,10 @@ def evaluate_alias_on(
         )
     y, p = score(good, model_dir, version)
     # The model decides at the threshold it was promoted with (chosen for the business
-    # objective), unless the card fixes one.
+    # objective), unless the card fixes one; the task computes its own metrics.
     fixed = card.evaluation.threshold_objective.rule == "fixed"
     threshold = card.evaluation.threshold if fixed else read_manifest(model_dir).threshold
-    metrics = classification_metrics(y, p, threshold)
+    metrics = task_of(model_dir).metrics(y, p, decision_of(model_dir, threshold))
     log.info("%s v%s on %s: %s", card.name, version, data_uri, metrics)
     return {
         "card": card.name,

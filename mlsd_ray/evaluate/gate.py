@@ -42,6 +42,10 @@ class Evidence:
     latency: dict[str, Any] | None = None
     requirements: Requirements | None = None
     behaviour: list[dict[str, Any]] = field(default_factory=list)
+    #: The candidate's ``ensure_threshold`` result: a business objective not met on validation
+    #: fails the gate unless ``allow_unmet`` (``threshold_objective.allow_unmet``).
+    threshold_choice: dict[str, Any] | None = None
+    allow_unmet: bool = False
 
 
 def decide(
@@ -90,6 +94,7 @@ def decide(
     for extra in gate.rules:
         _extra_rule(rule, extra, gate, candidate, champion, ev)
     _latency_rule(rule, ev)
+    _objective_rule(rule, ev)
     for test in ev.behaviour:
         if test.get("gate"):
             rule(
@@ -132,7 +137,11 @@ def _extra_rule(
 ) -> None:
     where = f"slice {extra.slice}" if extra.slice else "test split"
     name = f"{extra.metric}@{extra.slice}" if extra.slice else extra.metric
-    if extra.slice:
+    if extra.class_name:  # one class of a multiclass task, one-vs-rest
+        where, name = f"class {extra.class_name}", f"{extra.metric}[{extra.class_name}]"
+        mine = candidate.get("per_class", {}).get(extra.class_name)
+        theirs = None if champion is None else champion.get("per_class", {}).get(extra.class_name)
+    elif extra.slice:
         mine = _slice(ev.slices, extra.slice)
         theirs = _slice(ev.champion_slices, extra.slice) if champion is not None else None
     else:
@@ -165,6 +174,27 @@ def _slice(results: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
         if s["slice"] == name:
             return dict(s["metrics"] or {})
     return None
+
+
+def _objective_rule(rule: Any, ev: Evidence) -> None:
+    """The business constraint (e.g. ``min_precision: 0.9``) is a gate rule: a threshold that
+    cannot meet it on validation fails the gate, with the reason, unless the card allows it."""
+    choice = ev.threshold_choice
+    if choice is None or choice.get("rule") in (None, "fixed", "argmax", "class_thresholds"):
+        return
+    achieved = choice.get("achieved", {})
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in achieved.items() if isinstance(v, float))
+    if choice.get("met", True):
+        rule("threshold_objective", True, f"{choice['rule']} met on validation ({shown})")
+        return
+    allowed = ev.allow_unmet
+    rule(
+        "threshold_objective",
+        allowed,
+        f"{choice['rule']} not met on validation: no threshold reaches the objective (best: "
+        f"{shown} at {choice['threshold']:.4f})"
+        + ("; allowed by threshold_objective.allow_unmet" if allowed else ""),
+    )
 
 
 def _latency_rule(rule: Any, ev: Evidence) -> None:

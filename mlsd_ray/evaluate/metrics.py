@@ -53,30 +53,43 @@ def expected_calibration_error(y_true: np.ndarray, p_positive: np.ndarray, bins:
 
 
 def multiclass_metrics(
-    y_true: np.ndarray, proba: np.ndarray, classes: list[str] | None = None
+    y_true: np.ndarray,
+    proba: np.ndarray,
+    classes: list[str] | None = None,
+    pred: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Multiclass metrics from (n, k) probabilities: accuracy, macro/weighted F1, macro
-    precision/recall, one-vs-rest macro ROC-AUC (None unless every class is present), log loss,
-    the k x k confusion matrix and per-class precision/recall/F1/support."""
+    """Multiclass metrics from (n, k) probabilities and the answered classes ``pred`` (argmax
+    when None): accuracy, macro precision/recall/F1, weighted F1, macro one-vs-rest ROC-AUC and
+    PR-AUC, log loss, the k x k confusion matrix (rows true, columns answered) and, per class
+    name, precision, recall, F1, support and one-vs-rest ROC-AUC / PR-AUC (None for a class
+    absent from ``y_true``; the macro AUCs average the defined ones)."""
     y = np.asarray(y_true, dtype=np.int64)
     proba = np.asarray(proba, dtype=np.float64)
     k = proba.shape[1]
     labels = list(range(k))
-    pred = proba.argmax(axis=1)
+    pred = proba.argmax(axis=1) if pred is None else np.asarray(pred, dtype=np.int64)
     names = classes or [str(i) for i in labels]
     p, r, f, s = skm.precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
-    all_present = len(np.unique(y)) == k
+    roc, pr = [], []
+    for i in labels:
+        present = 0 < int((y == i).sum()) < len(y)
+        roc.append(float(skm.roc_auc_score(y == i, proba[:, i])) if present else None)
+        pr.append(float(skm.average_precision_score(y == i, proba[:, i])) if present else None)
+
+    def mean(values: list[float | None]) -> float | None:
+        defined = [v for v in values if v is not None]
+        return float(np.mean(defined)) if defined else None
+
     return {
         "n": len(y),
-        "accuracy": float(skm.accuracy_score(y, pred)),
+        "accuracy": float(skm.accuracy_score(y, pred)) if len(y) else None,
         "precision": float(skm.precision_score(y, pred, average="macro", zero_division=0)),
         "recall": float(skm.recall_score(y, pred, average="macro", zero_division=0)),
         "f1": float(skm.f1_score(y, pred, average="macro", zero_division=0)),
         "f1_weighted": float(skm.f1_score(y, pred, average="weighted", zero_division=0)),
-        "roc_auc": float(skm.roc_auc_score(y, proba, multi_class="ovr", average="macro"))
-        if all_present
-        else None,
-        "log_loss": float(skm.log_loss(y, proba, labels=labels)),
+        "roc_auc": mean(roc),
+        "pr_auc": mean(pr),
+        "log_loss": float(skm.log_loss(y, proba, labels=labels)) if len(y) else None,
         "confusion_matrix": skm.confusion_matrix(y, pred, labels=labels).tolist(),
         "per_class": {
             names[i]: {
@@ -84,6 +97,8 @@ def multiclass_metrics(
                 "recall": float(r[i]),
                 "f1": float(f[i]),
                 "support": int(s[i]),
+                "roc_auc": roc[i],
+                "pr_auc": pr[i],
             }
             for i in labels
         },

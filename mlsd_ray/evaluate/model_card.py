@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mlsd_ray.evaluate.bootstrap import HEADLINE
+from mlsd_ray.models.kinds import KINDS
 from mlsd_ray.models.package import read_manifest
 from mlsd_ray.spec import DesignCard
 
@@ -68,7 +69,7 @@ def behaviour_lines(results: list[dict[str, Any]]) -> list[str]:
 def _config(spec: Any) -> dict[str, Any]:
     """The card's model spec; the Ray Train settings only for the kinds trained with them."""
     config: dict[str, Any] = spec.model_dump(mode="json")
-    if spec.kind != "transformer":
+    if not KINDS[spec.kind].trainer_options:
         config.pop("trainer", None)
     return config
 

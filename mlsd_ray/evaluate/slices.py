@@ -4,6 +4,7 @@ slices whose watched metric falls under its minimum."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -49,16 +50,21 @@ def slice_metrics(
     y_true: np.ndarray,
     p_positive: np.ndarray,
     threshold: float,
+    measure: Callable[[np.ndarray, np.ndarray], dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """One entry per slice: rows, metrics at ``threshold``, and ``flagged`` when the slice's
-    metric is under its ``min_value`` on at least ``min_rows`` rows."""
+    """One entry per slice: rows, metrics at ``threshold`` (or by the task's ``measure``), and
+    ``flagged`` when the slice's metric is under its ``min_value`` on at least ``min_rows``
+    rows."""
     y = np.asarray(y_true)
     p = np.asarray(p_positive)
     out = []
     for spec in specs:
         for name, mask in slice_masks(spec, frame).items():
             n = int(mask.sum())
-            m = classification_metrics(y[mask], p[mask], threshold) if n else None
+            if measure is None:
+                m = classification_metrics(y[mask], p[mask], threshold) if n else None
+            else:
+                m = measure(y[mask], p[mask]) if n else None
             value = m.get(spec.metric) if m else None
             flagged = (
                 spec.min_value is not None

@@ -25,22 +25,15 @@ from mlsd_ray.evaluate.analysis import (
     select_within_budget,
 )
 from mlsd_ray.evaluate.gate import Evidence, decide
-from mlsd_ray.evaluate.metrics import classification_metrics, regression_metrics
 from mlsd_ray.evaluate.model_card import write_model_card
-from mlsd_ray.evaluate.plots import (
-    calibration_plot,
-    confusion_plot,
-    pr_plot,
-    quality_latency_plot,
-    roc_plot,
-    threshold_plot,
-)
+from mlsd_ray.evaluate.plots import quality_latency_plot
 from mlsd_ray.evaluate.report import write_markdown
 from mlsd_ray.models.package import MANIFEST, read_manifest
-from mlsd_ray.predict import PREDICTION, PROBABILITY, Predictor
+from mlsd_ray.predict import Predictor
 from mlsd_ray.runtime import ensure_ray
 from mlsd_ray.settings import Workdir
-from mlsd_ray.spec import LOWER_IS_BETTER, DesignCard
+from mlsd_ray.spec import DesignCard
+from mlsd_ray.tasks import Decision, Task, get_task
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +45,23 @@ def score(
     card's columns and ``label``, scored by ``Predictor`` actors (the class Serve uses) with the
     card's ``deployment.inference`` path, so the gate judges what will be served."""
     frame = score_frame(ds, model_dir, version, inference)
-    return frame["label"].to_numpy(), frame[output_column(model_dir)].to_numpy(dtype=np.float64)
+    return frame["label"].to_numpy(), task_of(model_dir).scores(frame)
+
+
+def task_of(model_dir: Path) -> Task:
+    return get_task(read_manifest(model_dir).category)
 
 
 def output_column(model_dir: Path) -> str:
-    """``prediction`` for a regression package, ``probability`` (of the positive class) else."""
-    return PREDICTION if read_manifest(model_dir).category == "regression" else PROBABILITY
+    """The column the package's task scores into (``probability``, ``prediction``)."""
+    return task_of(model_dir).output_column
+
+
+def decision_of(model_dir: Path, threshold: float | None = None) -> Decision:
+    """The package's decision rule; ``threshold`` overrides the stored binary threshold."""
+    m = read_manifest(model_dir)
+    t = m.threshold if threshold is None else threshold
+    return Decision(list(m.classes), t, dict(m.class_thresholds))
 
 
 def score_frame(
@@ -83,7 +87,7 @@ def batch_predict(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``score`` over a Parquet split written by the ETL stage."""
     frame = batch_predict_frame(model_dir, data_uri, version, inference)
-    return frame["label"].to_numpy(), frame[output_column(model_dir)].to_numpy(dtype=np.float64)
+    return frame["label"].to_numpy(), task_of(model_dir).scores(frame)
 
 
 def batch_predict_frame(
@@ -106,18 +110,25 @@ def trained_models(card: DesignCard, workdir: Workdir) -> list[str]:
 
 
 def validation_leaderboard(
-    card: DesignCard, workdir: Workdir, names: list[str]
+    card: DesignCard,
+    workdir: Workdir,
+    names: list[str],
+    at_threshold: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, float]:
-    """The gate metric of each trained model on the *validation* split, as training recorded
-    it: models are ranked before anyone looks at the test split."""
+    """The gate metric of each trained model on the *validation* split: models are ranked
+    before anyone looks at the test split. ``at_threshold`` holds validation metrics at the
+    threshold the business objective chose (the gate judges that threshold); else the metrics
+    training recorded."""
     metric = card.evaluation.gate.metric
     scores = {}
     for name in names:
         meta = read_manifest(workdir.model_dir(name)).metadata
-        value = meta.get("validation", {}).get(metric, meta.get(f"validation_{metric}"))
+        recorded = (at_threshold or {}).get(name) or meta.get("validation", {})
+        value = recorded.get(metric, meta.get(f"validation_{metric}"))
         if value is not None:
             scores[name] = float(value)
-    sign = 1 if metric in LOWER_IS_BETTER else -1  # best first: rmse ascending, AUC descending
+    # Best first: rmse ascending, AUC descending.
+    sign = get_task(card.framing.category).better_first(metric)
     return dict(sorted(scores.items(), key=lambda kv: sign * kv[1]))
 
 
@@ -141,29 +152,26 @@ def evaluate_models(
     data_uri = data_uri or workdir.split_uri(card, "test")
     out_dir = workdir.reports / "evaluation"
     out_dir.mkdir(parents=True, exist_ok=True)
-    threshold = card.evaluation.threshold
-    regression = card.framing.category == "regression"
-
-    output = PREDICTION if regression else PROBABILITY
-
-    def measure(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, Any]:
-        return regression_metrics(y, p) if regression else classification_metrics(y, p, threshold)
+    task = get_task(card.framing.category)
 
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     results: dict[str, dict[str, Any]] = {}
     frames: dict[str, Any] = {}
     thresholds: dict[str, float] = {}
+    decisions: dict[str, Decision] = {}
+    choices: dict[str, dict[str, Any]] = {}
     val_uri = workdir.split_uri(card, "validation")
     for name in trained_models(card, workdir):
         log.info("evaluating %s on %s", name, data_uri)
         model_dir = workdir.model_dir(name)
-        choice = ensure_threshold(card, model_dir, partial(score_split, model_dir, val_uri))
-        threshold = thresholds[name] = choice["threshold"]
+        choices[name] = ensure_threshold(card, model_dir, partial(score_split, model_dir, val_uri))
+        thresholds[name] = choices[name]["threshold"]
+        decisions[name] = decision_of(model_dir)
         frames[name] = frame = batch_predict_frame(
             model_dir, data_uri, inference=card.deployment.inference
         )
-        y, p = frame["label"].to_numpy(), frame[output].to_numpy(dtype=np.float64)
-        curves[name], results[name] = (y, p), measure(y, p, threshold)
+        y, p = frame["label"].to_numpy(), task.scores(frame)
+        curves[name], results[name] = (y, p), task.metrics(y, p, decisions[name])
     if not results:
         raise DataError(
             "No trained model to evaluate.",
@@ -179,9 +187,8 @@ def evaluate_models(
         fixed = card.evaluation.threshold_objective.rule == "fixed"
         t_champion = card.evaluation.threshold if fixed else read_manifest(path).threshold
         champion_frame = batch_predict_frame(path, data_uri, version, card.deployment.inference)
-        y = champion_frame["label"].to_numpy()
-        p = champion_frame[output].to_numpy(dtype=np.float64)
-        champion_metrics = measure(y, p, t_champion)
+        y, p = champion_frame["label"].to_numpy(), task.scores(champion_frame)
+        champion_metrics = task.metrics(y, p, decision_of(path, t_champion))
         curves[f"champion v{version}"] = (y, p)
 
     # Intervals, slices, latency of every model (latency may rule candidates out).
@@ -189,7 +196,8 @@ def evaluate_models(
         name: model_evidence(card, workdir.model_dir(name), frames[name], thresholds[name])
         for name in results
     }
-    leaderboard = validation_leaderboard(card, workdir, list(results))
+    at_threshold = {n: c["validation"] for n, c in choices.items() if "validation" in c}
+    leaderboard = validation_leaderboard(card, workdir, list(results), at_threshold)
     eligible = select_within_budget(
         card, leaderboard, {n: a["latency"] for n, a in analysis.items()}
     )
@@ -205,6 +213,8 @@ def evaluate_models(
         latency=analysis[candidate]["latency"],
         requirements=card.requirements,
         behaviour=analysis[candidate].get("behaviour", []),
+        threshold_choice=choices[candidate],
+        allow_unmet=card.evaluation.threshold_objective.allow_unmet,
     )
     champion_analysis = None
     if champion is not None:
@@ -222,28 +232,20 @@ def evaluate_models(
         evidence,
     )
 
-    if regression:
-        from mlsd_ray.evaluate.regression import regression_plots
-
-        plots = regression_plots(curves, out_dir, f"{card.name} on {Path(data_uri).name}")
-    else:
-        title = f"{card.name}: ROC on {Path(data_uri).name}"
-        plots = [roc_plot(curves, out_dir / "roc.png", title)]
-    for name, m in ({} if regression else results).items():  # confusion matrices: classes
-        plots.append(
-            confusion_plot(
-                m["confusion_matrix"],
-                card.framing.label.classes,
-                out_dir / f"confusion_{name}.png",
-                f"{name} @ {thresholds[name]:.3f}",
-            )
+    where = Path(data_uri).name
+    shared_plots, model_plots = task.plots(card, curves, results, decisions, out_dir, where)
+    metric = card.evaluation.gate.metric
+    shared_plots.append(
+        quality_latency_plot(
+            {n: (a["latency"]["p99_ms"], _value(results[n], metric)) for n, a in analysis.items()},
+            out_dir / "quality_latency.png",
+            f"{card.name}: {metric} vs p99 latency",
+            metric,
+            card.requirements.latency_p99_ms,
         )
-    model_plots, shared_plots = (
-        ({}, [])  # PR, calibration and threshold curves are for classifiers
-        if regression
-        else extra_plots(card, out_dir, curves, thresholds, analysis, data_uri)
     )
-    plots += [p for ps in model_plots.values() for p in ps[1:]] + shared_plots
+    per_model = [p for ps in model_plots.values() for p in ps]
+    plots = list(dict.fromkeys([*shared_plots[:1], *per_model, *shared_plots[1:]]))
     report = {
         "card": card.name,
         "data": data_uri,
@@ -266,7 +268,7 @@ def evaluate_models(
         "champion_analysis": champion_analysis,
         "comparisons": evidence.comparisons,
         "model_plots": {n: [str(p) for p in ps] for n, ps in model_plots.items()},
-        "shared_plots": [str(plots[0])] + [str(p) for p in shared_plots],
+        "shared_plots": [str(p) for p in shared_plots],
         "seconds": round(time.perf_counter() - t0, 2),
     }
     report["model_card"] = str(
@@ -281,47 +283,8 @@ def evaluate_models(
     return report
 
 
-def extra_plots(
-    card: DesignCard,
-    out_dir: Path,
-    curves: dict[str, tuple[np.ndarray, np.ndarray]],
-    thresholds: dict[str, float],
-    analysis: dict[str, dict[str, Any]],
-    data_uri: str,
-) -> tuple[dict[str, list[Path]], list[Path]]:
-    """PR, calibration, quality vs latency (shared); ROC, confusion and threshold curve per
-    model (the first entry of each model's list is its confusion matrix, already drawn)."""
-    where = Path(data_uri).name
-    shared = [
-        pr_plot(curves, out_dir / "pr.png", f"{card.name}: precision-recall on {where}"),
-        calibration_plot(curves, out_dir / "calibration.png", f"{card.name}: calibration"),
-    ]
-    metric = card.evaluation.gate.metric
-    points = {
-        n: (a["latency"]["p99_ms"], _metric(curves[n], thresholds[n], metric))
-        for n, a in analysis.items()
-    }
-    shared.append(
-        quality_latency_plot(
-            points,
-            out_dir / "quality_latency.png",
-            f"{card.name}: {metric} vs p99 latency",
-            metric,
-            card.requirements.latency_p99_ms,
-        )
-    )
-    per_model: dict[str, list[Path]] = {}
-    for name, t in thresholds.items():
-        y, p = curves[name]
-        per_model[name] = [
-            out_dir / f"confusion_{name}.png",
-            threshold_plot(y, p, t, out_dir / f"threshold_{name}.png", f"{name}: threshold"),
-        ]
-    return per_model, shared
-
-
-def _metric(curve: tuple[np.ndarray, np.ndarray], threshold: float, metric: str) -> float:
-    value = classification_metrics(curve[0], curve[1], threshold).get(metric)
+def _value(metrics: dict[str, Any], metric: str) -> float:
+    value = metrics.get(metric)
     return float("nan") if value is None else float(value)
 
 

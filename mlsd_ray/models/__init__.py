@@ -5,10 +5,12 @@ predicting before ``fit`` raises) and saves to a folder of JSON and safetensors 
 loading an artifact never unpickles anything.
 """
 
-from mlsd_ray.models.base import MODEL_KINDS, Model, load_model_class
+from mlsd_ray.models.base import Model, load_model_class
+from mlsd_ray.models.kinds import KINDS, MODEL_KINDS
 from mlsd_ray.models.package import ModelManifest, load_package, save_package
 
 __all__ = [
+    "KINDS",
     "MODEL_KINDS",
     "Model",
     "ModelManifest",

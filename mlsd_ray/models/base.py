@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
@@ -13,32 +12,12 @@ from typing_extensions import Self
 
 from mlsd_ray.errors import ModelError, NotFittedError
 
-# kind -> "module:Class". Imported lazily: the transformer pulls in torch and transformers.
-MODEL_KINDS: dict[str, str] = {
-    "majority": "mlsd_ray.models.simple:MajorityClass",
-    "tfidf_logreg": "mlsd_ray.models.simple:TfidfLogReg",
-    "logreg": "mlsd_ray.models.simple:TabularLogReg",
-    "transformer": "mlsd_ray.models.transformer:TransformerTextClassifier",
-    "mlp": "mlsd_ray.models.mlp:TabularMLP",
-    "mean": "mlsd_ray.models.regression:MeanRegressor",
-    "ridge": "mlsd_ray.models.regression:TabularRidge",
-    # The tabular ladder (mlsd_ray.models.gbdt / ensemble).
-    "xgboost": "mlsd_ray.models.gbdt:XGBoostModel",
-    "lightgbm": "mlsd_ray.models.gbdt:LightGBMModel",
-    "bagging": "mlsd_ray.models.ensemble:Bagging",
-    "stacking": "mlsd_ray.models.ensemble:Stacking",
-}
-
 
 def load_model_class(kind: str) -> type[Model]:
-    if kind not in MODEL_KINDS:
-        raise ModelError(
-            f"Unknown model kind {kind!r}.",
-            fix=f"use one of {sorted(MODEL_KINDS)}",
-        )
-    module, name = MODEL_KINDS[kind].split(":")
-    cls: type[Model] = getattr(importlib.import_module(module), name)
-    return cls
+    """The `Model` class of a kind (mlsd_ray.models.kinds is the table of kinds)."""
+    from mlsd_ray.models.kinds import get_kind
+
+    return get_kind(kind).model_class()
 
 
 class Model(ABC):
@@ -75,6 +54,25 @@ class Model(ABC):
     @classmethod
     @abstractmethod
     def load(cls, path: Path, inputs: list[str], params: dict[str, Any]) -> Self: ...
+
+    def set_fitted(self, *state: Any) -> Self:
+        """Install learned state that a trainer computed outside ``fit`` (Ray Train workers
+        boost or train on shards; the driver builds the model from their checkpoint). Kinds
+        trained that way override it."""
+        raise ModelError(
+            f"{type(self).__name__} is fitted by fit() only.",
+            fix="call fit(X, y); set_fitted is for kinds trained by Ray Train",
+        )
+
+    @property
+    def train_metrics_(self) -> dict[str, Any]:
+        """What training measured (seconds, samples/s, best iteration, run name); empty
+        until a trainer records it."""
+        return getattr(self, "_train_metrics", {})
+
+    @train_metrics_.setter
+    def train_metrics_(self, value: dict[str, Any]) -> None:
+        self._train_metrics = dict(value)
 
     def _check_fitted(self, attr: str) -> None:
         if not hasattr(self, attr):

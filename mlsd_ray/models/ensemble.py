@@ -36,13 +36,20 @@ from safetensors.numpy import load_file, save_file
 from typing_extensions import Self
 
 from mlsd_ray.errors import ModelError
-from mlsd_ray.models.base import MODEL_KINDS, Model, load_model_class
+from mlsd_ray.models.base import Model, load_model_class
+from mlsd_ray.models.kinds import get_kind
 
 Runner = Callable[[Callable[..., Any], list[tuple[Any, ...]]], list[Any]]
 #: What every member inherits from the ensemble unless it sets its own.
 INHERITED = ("numeric", "categorical", "category", "max_categories", "encodings")
-MEMBER_KINDS = ("majority", "logreg", "xgboost", "lightgbm", "mlp")
 EPS = 1e-6
+
+
+def member_kinds() -> list[str]:
+    """Kinds that may be members (the kinds table says which)."""
+    from mlsd_ray.models.kinds import KINDS
+
+    return [k for k, info in KINDS.items() if info.ensemble_member]
 
 
 def local_runner(fn: Callable[..., Any], jobs: list[tuple[Any, ...]]) -> list[Any]:
@@ -78,15 +85,17 @@ def _members(spec: Any, key: str, params: dict[str, Any]) -> list[dict[str, Any]
         if extra:
             raise ModelError(f"{key}[{i}] has unknown key(s) {extra}.", fix="use kind and params")
         kind = member["kind"]
-        if kind not in MEMBER_KINDS or kind not in MODEL_KINDS:
-            allowed = [k for k in MEMBER_KINDS if k in MODEL_KINDS]
+        allowed = member_kinds()
+        if kind not in allowed:
             raise ModelError(
                 f"{key}[{i}].kind {kind!r} cannot be an ensemble member.",
                 fix=f"use one of {allowed}",
             )
         member_params = dict(member.get("params") or {})
         for name in INHERITED:
-            if name in params and name not in member_params and kind != "majority":
+            # A kind without tabular inputs (majority) takes none of the preprocessing params.
+            takes = get_kind(kind).inputs == "tabular"
+            if name in params and name not in member_params and takes:
                 member_params[name] = params[name]
         out.append({"kind": kind, "params": member_params})
     return out

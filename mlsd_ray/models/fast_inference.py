@@ -278,7 +278,10 @@ def use(model: Any, inference: str, package_dir: Path | None = None) -> str:
     check_inference(inference)
     if inference == "fp32":
         return "fp32"
-    if getattr(model, "kind", None) != "transformer":
+    from mlsd_ray.models.kinds import KINDS
+
+    kind = KINDS.get(str(getattr(model, "kind", "")))
+    if kind is None or not kind.fast_inference:
         # Expected, not a mistake: the card's baseline (or a non-transformer champion) is
         # evaluated and served beside the transformer with the same card.
         log.info(

@@ -194,7 +194,7 @@ class _GBDT(Model):
         )
         return self
 
-    def set_fitted(self, pre: TabularPreprocessor, booster: Any, n_classes: int) -> Self:
+    def set_fitted(self, pre: TabularPreprocessor, booster: Any, n_classes: int) -> Self:  # type: ignore[override]
         """Adopt a booster trained elsewhere (the Ray Train worker) with its preprocessor."""
         self.pre_, self.booster_, self.n_classes_ = pre, booster, n_classes
         self.best_iteration_ = int(self._rounds(booster))

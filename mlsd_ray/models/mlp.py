@@ -20,86 +20,24 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from typing_extensions import Self
 
-from mlsd_ray.errors import CardError, ModelError
+from mlsd_ray.errors import ModelError
 from mlsd_ray.features import TabularPreprocessor
 from mlsd_ray.models.base import Model
 from mlsd_ray.models.losses import TabularLoss, balanced_class_weights
+from mlsd_ray.models.params import MLPParams
 
 log = logging.getLogger(__name__)
 WEIGHTS = "weights.safetensors"
 CURVE = "learning_curve.json"
-
-
-class MLPParams(BaseModel):
-    """Options of kind ``mlp``. Example::
-
-    params: {hidden: [64, 32], cross_layers: 2, dropout: 0.2, epochs: 30, patience: 5,
-             loss: focal, focal_gamma: 2.0, class_weight: balanced, weight_decay: 1e-4}
-    """
-
-    model_config = ConfigDict(extra="forbid")
-    #: Widths of the hidden layers of the deep part, e.g. ``[64, 32]``.
-    hidden: list[int] = Field(default_factory=lambda: [64, 32])
-    #: Cross layers in parallel with the MLP (deep-and-cross network); 0 = a plain MLP.
-    cross_layers: int = Field(0, ge=0, le=8)
-    dropout: float = Field(0.1, ge=0, lt=1)
-    epochs: int = Field(20, ge=1)
-    batch_size: int = Field(256, ge=1)
-    learning_rate: float = Field(1e-3, gt=0)
-    #: AdamW decoupled weight decay (L2 regularisation).
-    weight_decay: float = Field(1e-4, ge=0)
-    #: Stop after this many epochs without a lower validation loss; 0 = never stop early.
-    patience: int = Field(5, ge=0)
-    #: auto = cross_entropy (binary/multiclass) or mse (regression); also focal, huber.
-    loss: Literal["auto", "cross_entropy", "focal", "mse", "huber"] = "auto"
-    focal_gamma: float = Field(2.0, ge=0)
-    huber_delta: float = Field(1.0, gt=0)
-    #: balanced = n / (k * n_class) per class, from the train split.
-    class_weight: Literal["none", "balanced"] = "none"
-    seed: int = 0
-    #: Ray Train workers (DDP when > 1); 0 = train in the driver process.
-    num_workers: int = Field(1, ge=0)
-    cpus_per_worker: int = Field(1, ge=1)
-    # Preprocessing (TabularPreprocessor); the trainer fills numeric/categorical from the card.
-    numeric: list[str] = Field(default_factory=list)
-    categorical: list[str] = Field(default_factory=list)
-    encodings: dict[str, str] | None = None
-    crosses: list[list[str]] | None = None
-    hash_buckets: int = Field(32, ge=1)
-    max_categories: int = Field(50, ge=1)
-    # Filled by the trainer from the card.
-    category: Literal["binary", "multiclass", "regression"] = "binary"
-    n_classes: int = Field(2, ge=1)
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any], where: str = "params") -> MLPParams:
-        """Validate with errors that name the card key, e.g. ``models.mlp.params.dropout``."""
-        try:
-            return cls.model_validate(params)
-        except ValidationError as err:
-            lines = []
-            for e in err.errors():
-                key = ".".join(str(p) for p in e["loc"])
-                if e["type"] == "extra_forbidden":
-                    known = sorted(cls.model_fields)
-                    lines.append(f"{where}.{key}: unknown option; known: {known}")
-                else:
-                    lines.append(f"{where}.{key}: got {e.get('input')!r}; {e['msg'].lower()}")
-            raise CardError("Invalid mlp options:\n  " + "\n  ".join(lines)) from None
-
-    @property
-    def n_outputs(self) -> int:
-        return 1 if self.category in ("binary", "regression") else self.n_classes
 
 
 # The network ---------------------------------------------------------------------------
@@ -259,7 +197,6 @@ class TabularMLP(Model):
 
     kind = "mlp"
     #: Set by the trainer: run name, seconds, epochs run, samples/s.
-    train_metrics_: dict[str, Any]
 
     def __init__(self, inputs: list[str], **params: Any) -> None:
         super().__init__(inputs, **params)
@@ -323,7 +260,7 @@ class TabularMLP(Model):
         net.load_state_dict(state)
         return self.set_fitted(net, history, reference_loss(loss_fn, data, self.config))
 
-    def set_fitted(
+    def set_fitted(  # type: ignore[override]  # each kind's learned state is its own
         self, net: TabularNet, history: list[dict[str, Any]], reference: float | None
     ) -> Self:
         self.net_ = net.eval()

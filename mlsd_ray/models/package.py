@@ -40,6 +40,8 @@ class ModelManifest(BaseModel):
     inputs: list[InputSchema]
     classes: list[str]
     threshold: float = 0.5
+    #: Multiclass: class name -> threshold (see ``evaluation.class_thresholds``); empty = argmax.
+    class_thresholds: dict[str, float] = Field(default_factory=dict)
     params: dict[str, Any] = Field(default_factory=dict)
     #: Lineage and training facts: dataset URIs, row counts, seconds, card name.
     metadata: dict[str, Any] = Field(default_factory=dict)

@@ -78,10 +78,15 @@ class TfidfLogReg(Model):
     """Word (1,2)-gram TF-IDF and a class-weighted logistic regression on one text input.
 
     params: ``max_features`` (50000), ``ngram_max`` (2), ``min_df`` (2), ``C`` (4.0),
-    ``class_weight`` ("balanced" or None), ``seed``.
+    ``class_weight`` ("balanced" or None), ``seed``, ``text_input`` (the card's text input).
     """
 
     kind = "tfidf_logreg"
+
+    @property
+    def text_input(self) -> str:
+        """The card's text input (filled by the trainer); the first input in older packages."""
+        return str(self.params.get("text_input") or self.inputs[0])
 
     def _vectorizer_args(self) -> dict[str, Any]:
         return {
@@ -92,7 +97,7 @@ class TfidfLogReg(Model):
         }
 
     def fit(self, X: pd.DataFrame, y: np.ndarray) -> Self:
-        texts = X[self.inputs[0]].astype(str).tolist()
+        texts = X[self.text_input].astype(str).tolist()
         vec = TfidfVectorizer(
             max_features=int(self.params.get("max_features", 50_000)),
             min_df=int(self.params.get("min_df", 2)),
@@ -121,7 +126,7 @@ class TfidfLogReg(Model):
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         self._check_fitted("weights_")
-        features = self._vectorizer().transform(X[self.inputs[0]].astype(str).tolist())
+        features = self._vectorizer().transform(X[self.text_input].astype(str).tolist())
         return _Linear.proba(features, self.weights_, self.n_classes_)
 
     def save(self, path: Path) -> None:

@@ -389,7 +389,6 @@ class TransformerTextClassifier(Model):
 
     kind = "transformer"
     #: The last metrics Ray Train reported (set by mlsd_ray.train; not saved with the model).
-    train_metrics_: dict[str, Any]
 
     @property
     def text_input(self) -> str:
@@ -437,7 +436,7 @@ class TransformerTextClassifier(Model):
         )
         return self.set_fitted(net, tokenizer, n_classes)
 
-    def set_fitted(self, net: TextClassifierNet, tokenizer: Any, n_classes: int) -> Self:
+    def set_fitted(self, net: TextClassifierNet, tokenizer: Any, n_classes: int) -> Self:  # type: ignore[override]
         """Adopt trained parts (used by `fit`, `load` and the Ray Train driver)."""
         net.eval()
         self.net_, self.tokenizer_, self.n_classes_ = net, tokenizer, n_classes

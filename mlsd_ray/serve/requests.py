@@ -11,17 +11,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mlsd_ray.errors import BadRequest  # one error family (re-exported for the deployments)
+
 #: Bodies larger than this are refused before parsing (413).
 MAX_BODY_BYTES = 8 * 1024 * 1024
-
-
-class BadRequest(ValueError):
-    """The request cannot be served as sent; ``status_code`` is the HTTP status to answer."""
-
-    def __init__(self, status_code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status_code = status_code
-        self.reason = reason
 
 
 def parse_predict_body(body: bytes, max_instances: int) -> list[Any]:

@@ -1,7 +1,8 @@
 """The training stage: fit every model of the card on the ETL splits and package it.
 
-Simple kinds (majority, tfidf_logreg, logreg) are fitted in Ray tasks, all at once; the
-transformer goes through Ray Train (`mlsd_ray.train.transformer`). Each model is scored on the
+Each model goes through its kind's trainer (mlsd_ray.models.kinds names it): cheap kinds are
+fitted in Ray tasks, all at once; the transformer, the GBDTs and the MLP go through Ray Train,
+ensembles fan their members out as Ray tasks. Each model is scored by the task on the
 validation split and saved as a model package under ``workdir.model_dir(name)``; the stage
 writes ``train_summary.json`` so later stages (evaluation, registry) and scripts can find them.
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -19,19 +19,16 @@ import pandas as pd
 
 from mlsd_ray.data.etl import dataset_version
 from mlsd_ray.errors import CardError, DataError
-from mlsd_ray.models.base import Model, load_model_class
+from mlsd_ray.models.kinds import get_kind
 from mlsd_ray.models.package import InputSchema, ModelManifest, save_package
 from mlsd_ray.settings import Workdir
 from mlsd_ray.spec import DesignCard, ModelSpec
-from mlsd_ray.train.metrics import roc_auc
+from mlsd_ray.tasks import Decision, get_task
+from mlsd_ray.train.trainers import Fitted, kind_params
 
 log = logging.getLogger(__name__)
 
 LABEL = "label"
-SIMPLE_KINDS: tuple[str, ...] = ("majority", "tfidf_logreg", "logreg")
-SIMPLE_KINDS += ("mean", "ridge")  # regression (mlsd_ray.models.regression)
-NUMERIC_TYPES = ("int", "float", "bool")
-CATEGORICAL_TYPES = ("category", "string")
 
 
 def read_split(uri: str) -> pd.DataFrame:
@@ -57,42 +54,7 @@ def select_specs(card: DesignCard, only: list[str] | None) -> list[ModelSpec]:
 
 def simple_params(spec: ModelSpec, card: DesignCard) -> dict[str, Any]:
     """The spec's params, with what the kind needs from the card filled in."""
-    params = dict(spec.params)
-    if spec.kind == "logreg":
-        params.setdefault(
-            "numeric", [f.name for f in card.framing.inputs if f.type in NUMERIC_TYPES]
-        )
-        params.setdefault(
-            "categorical", [f.name for f in card.framing.inputs if f.type in CATEGORICAL_TYPES]
-        )
-    if spec.kind == "ridge":
-        from mlsd_ray.train.deep import tabular_defaults
-
-        params = tabular_defaults(params, card)
-    if spec.kind == "tfidf_logreg" and card.feature_names[0] != card.framing.text_input:
-        raise CardError(
-            f"models.{spec.name}: tfidf_logreg reads the first input as its text.",
-            why=f"the card's single text input is {card.framing.text_input!r}, "
-            f"the first input is {card.feature_names[0]!r}",
-            fix="list the text input first in framing.inputs",
-        )
-    return params
-
-
-def fit_simple(
-    kind: str,
-    inputs: list[str],
-    params: dict[str, Any],
-    train: pd.DataFrame,
-    val: pd.DataFrame,
-) -> tuple[Model, float, float | None]:
-    """(fitted model, fit seconds, validation ROC-AUC); runs inside a Ray task."""
-    started = time.perf_counter()
-    model = load_model_class(kind)(inputs, **params).fit(train[inputs], train[LABEL].to_numpy())
-    seconds = time.perf_counter() - started
-    if model.is_regressor:  # no AUC; the stage records regression metrics on validation
-        return model, seconds, None
-    return model, seconds, roc_auc(val[LABEL].to_numpy(), model.predict_proba(val[inputs]))
+    return kind_params(spec, card)
 
 
 def _manifest(
@@ -107,6 +69,7 @@ def _manifest(
         ],
         classes=list(card.framing.label.classes),
         threshold=card.evaluation.threshold,
+        class_thresholds=dict(card.evaluation.class_thresholds),
         params=params,
         metadata=metadata,
     )
@@ -137,75 +100,27 @@ def train_models(card: DesignCard, workdir: Workdir, only: list[str] | None = No
     _check_split(train, card, "train", uris["train"])
     _check_split(val, card, "validation", uris["validation"])
     rows = {"train": len(train), "validation": len(val)}
+    inputs = card.feature_names
     data_version = dataset_version(card, workdir)  # lineage: the model names its data
     log.info(
         "training %s on %d train / %d validation rows", [s.name for s in specs], *rows.values()
     )
 
-    # Simple models: one Ray task each, submitted before the transformer so they overlap.
-    inputs = card.feature_names
-    pending: dict[str, tuple[Any, dict[str, Any]]] = {}
-    if any(s.kind in SIMPLE_KINDS for s in specs):
-        task = ray.remote(num_cpus=1)(fit_simple)
-        train_ref, val_ref = ray.put(train), ray.put(val)
-        for spec in specs:
-            if spec.kind in SIMPLE_KINDS:
-                params = simple_params(spec, card)
-                pending[spec.name] = (
-                    task.remote(spec.kind, inputs, params, train_ref, val_ref),
-                    params,
-                )
-
-    fitted: dict[str, tuple[Model, dict[str, Any], float, float | None, dict[str, Any]]] = {}
-    for spec in specs:
-        if spec.kind != "transformer":
-            continue
-        from mlsd_ray.train.transformer import train_transformer
-
-        started = time.perf_counter()
-        transformer = train_transformer(
-            spec,
-            card,
-            train,
-            val,
-            out_dir=workdir.root / "train" / spec.name,
-            storage_path=str(workdir.root / "ray_results"),
-            workdir=workdir,
-        )
-        seconds = time.perf_counter() - started
-        metrics = dict(getattr(transformer, "train_metrics_", {}))
-        auc = metrics.get("val_roc_auc")
-        if auc is None:
-            auc = roc_auc(val[LABEL].to_numpy(), transformer.predict_proba(val[inputs]))
-        extra = {
-            k: metrics[k]
-            for k in ("run_name", "step", "epoch", "samples_per_s", "resumed_from_step")
-            if k in metrics
-        }
-        fitted[spec.name] = (transformer, transformer.params, seconds, auc, extra)
-
-    for spec in specs:  # deep tabular models: Ray Tune (optional), then Ray Train
-        if spec.kind == "mlp":
-            from mlsd_ray.train.deep import fit_deep
-
-            mlp, mlp_params, seconds, extra = fit_deep(spec, card, train, val, workdir)
-            auc = None
-            if not mlp.is_regressor:
-                auc = roc_auc(val[LABEL].to_numpy(), mlp.predict_proba(val[inputs]))
-            fitted[spec.name] = (mlp, mlp_params, seconds, auc, extra)
-
-    # The tabular ladder: GBDTs through Ray Train, ensembles fan their members out as tasks.
-    from mlsd_ray.train.ladder import LADDER_KINDS, fit_ladder
-
-    for spec in specs:
-        if spec.kind in LADDER_KINDS:
-            fitted[spec.name] = fit_ladder(
-                spec, card, train, val, storage_path=workdir.root / "ray_results"
-            )
-
-    for name, (ref, params) in pending.items():
-        model, seconds, auc = ray.get(ref)
-        fitted[name] = (model, params, seconds, auc, {})
+    # One loop over the card's models, each through its kind's trainer. Kinds fitted in a Ray
+    # task go first, so they overlap with the driver-run trainers (Ray Train, Tune, fan-outs).
+    task = get_task(card.framing.category)
+    pending: dict[str, Any] = {}
+    fitted: dict[str, Fitted] = {}
+    shared: tuple[Any, Any] | None = None
+    for spec in sorted(specs, key=lambda s: not get_kind(s.kind).in_task):
+        kind = get_kind(spec.kind)
+        if kind.in_task:
+            shared = shared or (ray.put(train), ray.put(val))
+            remote = ray.remote(num_cpus=1)(kind.trainer_fn())
+            pending[spec.name] = remote.remote(spec, card, *shared, workdir)
+        else:
+            fitted[spec.name] = kind.trainer_fn()(spec, card, train, val, workdir)
+    fitted.update(zip(pending, ray.get(list(pending.values())), strict=True))
 
     summary: dict[str, Any] = {
         "card": card.name,
@@ -215,24 +130,14 @@ def train_models(card: DesignCard, workdir: Workdir, only: list[str] | None = No
         "rows": rows,
         "models": {},
     }
+    decision = Decision(list(card.framing.label.classes), card.evaluation.threshold)
     for spec in specs:
-        model, params, seconds, auc, extra = fitted[spec.name]
-        if card.framing.category == "binary":
-            # Every gate metric on validation, so evaluation can rank models before test.
-            from mlsd_ray.evaluate.metrics import classification_metrics
-
-            p_val = model.predict_proba(val[inputs])[:, 1]
-            extra = {
-                **extra,
-                "validation": classification_metrics(
-                    val[LABEL].to_numpy(), p_val, card.evaluation.threshold
-                ),
-            }
-        if card.framing.category == "regression":
-            from mlsd_ray.evaluate.metrics import regression_metrics
-
-            y_hat = model.predict(val[inputs])
-            extra = {**extra, "validation": regression_metrics(val[LABEL].to_numpy(), y_hat)}
+        fit = fitted[spec.name]
+        model, params, seconds = fit.model, fit.params, fit.seconds
+        # Every gate metric on validation, so evaluation can rank models before test.
+        validation = task.metrics(val[LABEL].to_numpy(), task.answer(model, val[inputs]), decision)
+        auc = task.headline(validation)
+        extra = {**fit.extra, "validation": validation}
         metadata = {
             "card": card.name,
             "dataset_version": data_version,

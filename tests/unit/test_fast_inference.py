@@ -183,7 +183,10 @@ def test_card_rejects_unknown_paths_and_cards_without_a_transformer(tmp_path: Pa
     with pytest.raises(CardError, match=r"deployment\.inference"):
         load_card(card, overrides=["deployment.inference=fp16"])
     with pytest.raises(CardError, match="applies to transformer models"):
-        load_card(card, overrides=["deployment.inference=onnx", "models.candidates.0.kind=logreg"])
+        load_card(
+            card,
+            overrides=["deployment.inference=onnx", "models.candidates.0={name: lr, kind: logreg}"],
+        )
 
 
 def test_unknown_path_given_to_the_predictor_is_a_clear_error(package: Path) -> None:

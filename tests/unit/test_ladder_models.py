@@ -18,7 +18,6 @@ from mlsd_ray.errors import CardError, ModelError, NotFittedError
 from mlsd_ray.models.base import load_model_class
 from mlsd_ray.models.ensemble import Bagging, Stacking
 from mlsd_ray.models.gbdt import LightGBMModel, XGBoostModel, check_params, pos_weight
-from mlsd_ray.models.package import InputSchema, ModelManifest, load_package, save_package
 from mlsd_ray.models.simple import MajorityClass
 from mlsd_ray.spec import card_from_dict, load_card
 
@@ -104,33 +103,7 @@ def test_each_rung_beats_the_majority_baseline(
     np.testing.assert_array_equal(fitted[kind].predict(shoppers["X_test"]), proba.argmax(axis=1))
 
 
-@pytest.mark.parametrize("kind", list(LADDER))
-def test_save_load_round_trip_gives_identical_probabilities(
-    kind: str, fitted: dict[str, Any], shoppers: dict[str, Any], tmp_path: Path
-) -> None:
-    model = fitted[kind]
-    manifest = ModelManifest(
-        name=kind,
-        kind=kind,
-        category="binary",
-        inputs=[InputSchema(name=c, type="float") for c in INPUTS],
-        classes=["no", "yes"],
-        params=model.params,
-    )
-    save_package(model, tmp_path / kind, manifest)
-    files = {p.name for p in (tmp_path / kind).rglob("*") if p.is_file()}
-    assert not {f for f in files if f.endswith((".pkl", ".pickle", ".joblib"))}
-    if kind == "xgboost":
-        assert "model.ubj" in files
-    if kind == "lightgbm":
-        assert (tmp_path / kind / "model.txt").read_text().startswith("tree")
-    if kind in ("bagging", "stacking"):
-        assert (tmp_path / kind / "members" / "00" / "member.json").is_file()
-    loaded, read = load_package(tmp_path / kind)
-    assert type(loaded) is type(model) and read.kind == kind
-    np.testing.assert_array_equal(
-        loaded.predict_proba(shoppers["X_test"]), model.predict_proba(shoppers["X_test"])
-    )
+# The save/load round trip of every kind: tests/unit/test_model_kinds.py.
 
 
 def test_stacking_against_its_best_base_model(

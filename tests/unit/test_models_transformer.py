@@ -94,14 +94,7 @@ def test_predict_before_fit_raises() -> None:
         model.save(Path("unused"))
 
 
-def test_save_load_round_trip_is_exact(fitted: TransformerTextClassifier, tmp_path: Path) -> None:
-    fitted.save(tmp_path)
-    names = {p.name for p in tmp_path.iterdir()}
-    assert {"model.safetensors", "config.json", "head.json", "tokenizer_config.json"} <= names
-    assert not [n for n in names if n.endswith((".pt", ".pkl", ".bin"))]  # no pickle
-    loaded = TransformerTextClassifier.load(tmp_path, ["text"], PARAMS)
-    X, _ = toy(70, 2)  # more than one prediction batch of 64
-    np.testing.assert_array_equal(loaded.predict_proba(X), fitted.predict_proba(X))
+# The save/load round trip (no pickle): tests/unit/test_model_kinds.py.
 
 
 def test_predictor_serves_a_transformer_package(

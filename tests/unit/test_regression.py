@@ -109,7 +109,7 @@ def test_tuning_section_is_checked() -> None:
     raw["models"]["candidates"][0]["tuning"] = {
         "space": {"alpha": {"type": "uniform", "low": 0, "high": 1}}
     }
-    with pytest.raises(CardError, match="tuning is supported for kind mlp, not 'ridge'"):
+    with pytest.raises(CardError, match=r"tuning is supported for kinds \['mlp'\], not 'ridge'"):
         card_from_dict(raw, base_dir=CARD.parent)
     raw["models"]["candidates"][0].pop("tuning")
     raw["models"]["candidates"][1]["tuning"] = {

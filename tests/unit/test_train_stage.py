@@ -10,9 +10,11 @@ import pandas as pd
 import pytest
 
 from mlsd_ray.errors import CardError, DataError
+from mlsd_ray.settings import Workdir
 from mlsd_ray.spec import load_card
 from mlsd_ray.train.metrics import roc_auc
-from mlsd_ray.train.stage import fit_simple, read_split, select_specs, simple_params
+from mlsd_ray.train.stage import read_split, select_specs, simple_params
+from mlsd_ray.train.trainers import Fitted, fit_simple
 
 SYSTEMS = Path(__file__).resolve().parents[2] / "systems"
 
@@ -33,13 +35,18 @@ def test_logreg_params_come_from_the_card() -> None:
     assert len(params["numeric"]) + len(params["categorical"]) == len(card.framing.inputs)
 
 
-def test_tfidf_needs_the_text_input_first() -> None:
+def test_tfidf_reads_the_card_text_input_wherever_it_is_listed() -> None:
     card = load_card(
         SYSTEMS / "harmful_content.yaml",
         overrides=["framing.inputs=[{name: lang, type: category}, {name: text, type: text}]"],
     )
-    with pytest.raises(CardError, match="first input"):
-        simple_params(card.models.baseline, card)
+    assert simple_params(card.models.baseline, card)["text_input"] == "text"
+    no_text = load_card(
+        SYSTEMS / "harmful_content.yaml",
+        overrides=["framing.inputs=[{name: lang, type: category}, {name: text, type: string}]"],
+    )
+    with pytest.raises(CardError, match="needs exactly one input of type text"):
+        simple_params(no_text.models.baseline, no_text)
 
 
 def test_read_split_reads_a_parquet_folder(tmp_path: Path) -> None:
@@ -54,13 +61,18 @@ def test_read_split_reads_a_parquet_folder(tmp_path: Path) -> None:
         read_split(str(tmp_path / "missing"))
 
 
-def test_fit_simple_returns_model_seconds_and_auc() -> None:
+def test_fit_simple_returns_a_typed_fitted(tmp_path: Path) -> None:
+    card = load_card(
+        SYSTEMS / "harmful_content.yaml", overrides=["models.baseline.params={min_df: 1}"]
+    )
     frame = pd.DataFrame(
         {"text": ["bad bad", "good", "bad", "good good"] * 5, "label": [1, 0] * 10}
     )
-    model, seconds, auc = fit_simple("tfidf_logreg", ["text"], {"min_df": 1}, frame, frame)
-    assert seconds >= 0 and auc == 1.0
-    assert model.predict_proba(frame[["text"]]).shape == (20, 2)
+    fitted = fit_simple(card.models.baseline, card, frame, frame, Workdir(tmp_path))
+    assert isinstance(fitted, Fitted) and fitted.seconds >= 0 and fitted.extra == {}
+    assert fitted.params == {"min_df": 1, "text_input": "text"}
+    p = fitted.model.predict_proba(frame[["text"]])
+    assert p.shape == (20, 2) and roc_auc(frame["label"].to_numpy(), p) == 1.0
 
 
 def test_roc_auc_is_none_when_undefined() -> None:
