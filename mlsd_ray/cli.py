@@ -7,6 +7,7 @@
     mlsd serve tune CARD            batching and replicas for requirements.latency_p99_ms
     mlsd serve reload CARD          re-point the running app at its aliases (also --reload)
     mlsd predict CARD --input URI   offline batch prediction on Ray Data, Parquet out
+    mlsd validate CARD              check a card without data; print it resolved, or every error
 
 Every command takes ``--workdir DIR`` and any number of ``--set KEY=VALUE`` card overrides.
 """
@@ -392,6 +393,15 @@ def _champion_threshold(card: DesignCard, workdir: Workdir) -> float:
         return card.evaluation.threshold
     _, path = registry.fetch_model(card, workdir, registry.CHAMPION)
     return read_manifest(path).threshold
+
+
+def _register_validate() -> None:
+    from mlsd_ray.validate import validate
+
+    app.command()(validate)
+
+
+_register_validate()
 
 
 def main() -> None:

@@ -410,17 +410,21 @@ class ModelSpec(_Strict):
     def _fits_kind(self) -> ModelSpec:
         """Params, trainer options and tuning must be ones the kind reads (nothing ignored)."""
         kind = KINDS[self.kind]
-        check_params(self.kind, self.params)
-        ignored = sorted(self.trainer.model_fields_set - kind.trainer_options)
-        if ignored:
-            reads = sorted(kind.trainer_options) or "no trainer options"
-            raise ValueError(
-                f"trainer.{ignored[0]}: kind {self.kind!r} ignores trainer option(s) {ignored} "
-                f"(it reads {reads}); remove them"
+        problems = []
+        try:
+            check_params(self.kind, self.params)
+        except ValueError as err:
+            problems.append(str(err))
+        reads = sorted(kind.trainer_options) or "no trainer options"
+        for option in sorted(self.trainer.model_fields_set - kind.trainer_options):
+            problems.append(
+                f"trainer.{option}: kind {self.kind!r} ignores it (it reads {reads}); remove it"
             )
         if self.tuning is not None and not kind.tuning:
             tunable = [k for k, info in KINDS.items() if info.tuning]
-            raise ValueError(f"tuning is supported for kinds {tunable}, not {self.kind!r}")
+            problems.append(f"tuning is supported for kinds {tunable}, not {self.kind!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
 
@@ -848,15 +852,21 @@ def _format_errors(err: ValidationError, where: str) -> str:
             msg := e["msg"].removeprefix("Value error, ")
         ):
             # A section's own check names the key below it ("params.c: ..."): one line per key.
-            for part in msg.split("; params."):
-                part = part if part.startswith(("params.", "trainer.")) else f"params.{part}"
+            parts: list[str] = []
+            for part in msg.split("; "):
+                if _KEYED.match(part) or not parts:
+                    parts.append(part)
+                else:  # a "; " inside one problem's text
+                    parts[-1] += f"; {part}"
+            for part in parts:
                 key, _, rest = part.partition(": ")
                 lines.append(f"{path}.{key}: {rest}")
         else:
             shown = repr(given)
             if len(shown) > 80:
                 shown = shown[:77] + "..."
-            lines.append(f"{path}: got {shown}; expected {e['msg'].lower()}")
+            msg = e["msg"]
+            lines.append(f"{path}: got {shown}; expected {msg[:1].lower()}{msg[1:]}")
     return f"Invalid design card {where}:\n  " + "\n  ".join(lines)
 
 
