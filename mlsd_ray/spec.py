@@ -416,7 +416,12 @@ class ModelSpec(_Strict):
         except ValueError as err:
             problems.append(str(err))
         reads = sorted(kind.trainer_options) or "no trainer options"
-        for option in sorted(self.trainer.model_fields_set - kind.trainer_options):
+        # Set to something other than the default: a dumped card (every field present) loads.
+        defaults = TrainerConfig().model_dump()
+        given = {
+            f for f in self.trainer.model_fields_set if getattr(self.trainer, f) != defaults[f]
+        }
+        for option in sorted(given - kind.trainer_options):
             problems.append(
                 f"trainer.{option}: kind {self.kind!r} ignores it (it reads {reads}); remove it"
             )
@@ -796,6 +801,47 @@ class DesignCard(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _rules_fit_inputs(self) -> DesignCard:
+        """``data.rules`` and ``data.unique_key`` name inputs, with rules that fit the type
+        (checked here, not in ETL: a card with a bad rule never loads). Every problem at once."""
+        fields = {f.name: f.type for f in self.framing.inputs}
+        problems = []
+        applies = {
+            "min/max": (("int", "float"), "int and float"),  # "min/max apply to ..."
+            "allowed": (("category", "string"), "category and string"),
+            "max_length": (("text", "string"), "text and string"),
+        }
+        for name, rule in self.data.rules.items():
+            if name not in fields:
+                problems.append(
+                    f"data.rules.{name}: {name!r} is not an input; use one of {sorted(fields)}"
+                )
+                continue
+            used = {
+                "min/max": rule.min is not None or rule.max is not None,
+                "allowed": rule.allowed is not None,
+                "max_length": rule.max_length is not None,
+            }
+            for option, (types, shown) in applies.items():
+                if used[option] and fields[name] not in types:
+                    problems.append(
+                        f"data.rules.{name}: {option} "
+                        f"{'apply' if '/' in option else 'applies'} to {shown} inputs; "
+                        f"{name!r} is {fields[name]}"
+                    )
+        split = self.data.split
+        known = set(fields) | {c for c in (split.time_column, split.group_column) if c}
+        unknown = [c for c in self.data.unique_key if c not in known]
+        if unknown:
+            problems.append(
+                f"data.unique_key: {unknown} are not inputs (or split time/group columns); "
+                f"use columns among {sorted(known)}"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
     def _classes_known(self) -> DesignCard:
         classes = self.framing.label.classes
         named = {
@@ -837,6 +883,22 @@ class DesignCard(_Strict):
 
 # Loading ---------------------------------------------------------------------------------
 _KEYED = re.compile(r"^(params|trainer)\.[\w.]+: ")
+#: A card-level check names an absolute key path, e.g. "data.rules.Age: ...".
+_ABSOLUTE = re.compile(
+    r"^(requirements|framing|data|models|evaluation|deployment|monitoring)"
+    r"\.[\w.\[\]-]+: "
+)
+
+
+def _keyed_parts(msg: str, pattern: re.Pattern[str]) -> list[str]:
+    """A check's "; "-joined problems, one per key (a "; " inside one problem stays)."""
+    parts: list[str] = []
+    for part in msg.split("; "):
+        if pattern.match(part) or not parts:
+            parts.append(part)
+        else:
+            parts[-1] += f"; {part}"
+    return parts
 
 
 def _format_errors(err: ValidationError, where: str) -> str:
@@ -844,23 +906,19 @@ def _format_errors(err: ValidationError, where: str) -> str:
     for e in err.errors():
         path = ".".join(str(p) for p in e["loc"]) or "(card)"
         given = e.get("input")
+        msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             lines.append(f"{path}: unknown key (got {given!r}); remove it or check its spelling")
         elif e["type"] == "missing":
             lines.append(f"{path}: required key is missing; add it")
-        elif e["type"] == "value_error" and _KEYED.match(
-            msg := e["msg"].removeprefix("Value error, ")
-        ):
+        elif e["type"] == "value_error" and _KEYED.match(msg):
             # A section's own check names the key below it ("params.c: ..."): one line per key.
-            parts: list[str] = []
-            for part in msg.split("; "):
-                if _KEYED.match(part) or not parts:
-                    parts.append(part)
-                else:  # a "; " inside one problem's text
-                    parts[-1] += f"; {part}"
-            for part in parts:
+            for part in _keyed_parts(msg, _KEYED):
                 key, _, rest = part.partition(": ")
                 lines.append(f"{path}.{key}: {rest}")
+        elif e["type"] == "value_error" and not e["loc"]:
+            # A check across sections: its message names the keys; the whole card is no help.
+            lines.extend(_keyed_parts(msg, _ABSOLUTE))
         else:
             shown = repr(given)
             if len(shown) > 80:

@@ -23,6 +23,7 @@ from typing import Any, TypeAlias
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from pydantic import ValidationError
 
 from mlsd_ray.errors import CardError
 from mlsd_ray.spec import Data, DesignCard, InputField
@@ -279,37 +280,14 @@ def carried_columns(card: DesignCard) -> dict[str, str]:
 
 
 def check_rules(card: DesignCard) -> None:
-    """``data.rules`` and ``data.unique_key`` must name inputs, with rules that fit the type."""
-    fields = {f.name: f for f in card.framing.inputs}
-    for name, rule in card.data.rules.items():
-        if name not in fields:
-            raise CardError(
-                f"data.rules.{name}: {name!r} is not an input.",
-                fix=f"use one of {sorted(fields)}",
-            )
-        kind = fields[name].type
-        numeric = kind in ("int", "float")
-        if (rule.min is not None or rule.max is not None) and not numeric:
-            raise CardError(
-                f"data.rules.{name}: min/max apply to int and float inputs; {name!r} is {kind}."
-            )
-        if rule.allowed is not None and kind not in ("category", "string"):
-            raise CardError(
-                f"data.rules.{name}: allowed applies to category and string inputs; "
-                f"{name!r} is {kind}."
-            )
-        if rule.max_length is not None and kind not in ("text", "string"):
-            raise CardError(
-                f"data.rules.{name}: max_length applies to text and string inputs; "
-                f"{name!r} is {kind}."
-            )
-    known = set(fields) | set(carried_columns(card))
-    unknown = [c for c in card.data.unique_key if c not in known]
-    if unknown:
-        raise CardError(
-            f"data.unique_key: {unknown} are not inputs (or split time/group columns).",
-            fix=f"use columns among {sorted(known)}",
-        )
+    """``data.rules`` and ``data.unique_key`` are checked when the card loads
+    (``DesignCard._rules_fit_inputs``); a card that was changed after loading is checked again."""
+    from mlsd_ray.spec import DesignCard as Card
+
+    try:
+        Card.model_validate(card.model_dump(mode="json"))
+    except ValidationError as err:
+        raise CardError(f"Invalid design card: {err.errors()[0]['msg']}") from None
 
 
 def good_schema(card: DesignCard) -> pa.Schema:

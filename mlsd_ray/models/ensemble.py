@@ -304,8 +304,8 @@ class Stacking(_Ensemble):
 
             reg = Ridge(alpha=1.0 / self.meta_C).fit(Z, y)
             return {
-                "coef": np.atleast_2d(reg.coef_).astype(np.float64),
-                "intercept": np.atleast_1d(reg.intercept_).astype(np.float64),
+                "coef": np.ascontiguousarray(np.atleast_2d(reg.coef_), dtype=np.float64),
+                "intercept": np.ascontiguousarray(np.atleast_1d(reg.intercept_), dtype=np.float64),
                 "classes": np.zeros(1, np.int64),
             }
         from mlsd_ray.models.simple import _Linear

@@ -35,9 +35,11 @@ class _Linear:
     def fit(X: Any, y: np.ndarray, C: float, class_weight: str | None, seed: int) -> dict:
         clf = LogisticRegression(C=C, class_weight=class_weight, max_iter=2000, random_state=seed)
         clf.fit(X, y)
+        # C order: safetensors writes the raw buffer, and a multiclass coef_ comes back from
+        # scikit-learn in Fortran order (it loaded transposed before this).
         return {
-            "coef": clf.coef_.astype(np.float64),
-            "intercept": clf.intercept_.astype(np.float64),
+            "coef": np.ascontiguousarray(clf.coef_, dtype=np.float64),
+            "intercept": np.ascontiguousarray(clf.intercept_, dtype=np.float64),
             "classes": clf.classes_.astype(np.int64),
         }
 

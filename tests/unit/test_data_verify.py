@@ -18,6 +18,7 @@ from mlsd_ray.spec import DesignCard, card_from_dict
 
 
 def make_card(inputs: list[dict[str, Any]], label: dict[str, Any], **framing: Any) -> DesignCard:
+    regression = framing.get("category") == "regression"  # kinds declare the tasks they do
     return card_from_dict(
         {
             "name": "t",
@@ -25,8 +26,8 @@ def make_card(inputs: list[dict[str, Any]], label: dict[str, Any], **framing: An
             "framing": {"ml_objective": "test", "inputs": inputs, "label": label, **framing},
             "data": {"sources": [{"uri": "x.csv"}]},
             "models": {
-                "baseline": {"name": "b", "kind": "majority"},
-                "candidates": [{"name": "c", "kind": "logreg"}],
+                "baseline": {"name": "b", "kind": "mean" if regression else "majority"},
+                "candidates": [{"name": "c", "kind": "ridge" if regression else "logreg"}],
             },
         }
     )
