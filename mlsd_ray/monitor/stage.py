@@ -75,8 +75,7 @@ def reference_scores(
         scores = predictor.predict_frame(sample[predictor.manifest.input_names])
     except (MlsdError, ImportError, OSError, KeyError, ValueError) as err:
         return None, None, f"prediction drift skipped: could not score the reference ({err})"
-    if scores.ndim > 1:  # multiclass: the probability of the top class, as the log keeps
-        scores = scores.max(axis=1)
+    scores = predictor.task.drift_values(scores)  # multiclass: the top class's, as logged
     return scores, str(predictor.version), f"reference scored by model version {predictor.version}"
 
 

@@ -150,3 +150,31 @@ def test_errors_are_one_family_and_pickle_with_their_fix() -> None:
     request = pickle.loads(pickle.dumps(BadRequest(413, "too big", fix="send less")))
     assert (request.status_code, request.reason, request.fix) == (413, "too big", "send less")
     assert load_card(CARD_3).framing.label.classes == CLASSES
+
+
+def test_the_leaderboard_ranks_on_the_gate_metric_at_the_chosen_threshold(tmp_path: Path) -> None:
+    from mlsd_ray.evaluate.stage import validation_leaderboard
+    from mlsd_ray.models.package import MANIFEST, InputSchema, ModelManifest
+    from mlsd_ray.settings import Workdir
+
+    card = load_card(
+        REPO / "systems" / "harmful_content.yaml", overrides=["evaluation.gate.metric=recall"]
+    )
+    workdir = Workdir(tmp_path)
+    recorded = {"a": 0.9, "b": 0.5}  # recall at the card's 0.5, as training recorded it
+    for name, recall in recorded.items():
+        folder = workdir.model_dir(name)
+        folder.mkdir(parents=True)
+        manifest = ModelManifest(
+            name=name,
+            kind="tfidf_logreg",
+            category="binary",
+            inputs=[InputSchema(name="text", type="text")],
+            classes=["ok", "harmful"],
+            metadata={"validation": {"recall": recall}},
+        )
+        (folder / MANIFEST).write_text(manifest.model_dump_json())
+    assert list(validation_leaderboard(card, workdir, ["a", "b"])) == ["a", "b"]
+    # At the thresholds the business objective chose, b catches more: b goes first.
+    chosen = {"a": {"recall": 0.4}, "b": {"recall": 0.7}}
+    assert validation_leaderboard(card, workdir, ["a", "b"], chosen) == {"b": 0.7, "a": 0.4}
