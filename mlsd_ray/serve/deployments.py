@@ -336,6 +336,8 @@ class Ingress:
         self.counters.record_batch(answer["batch_id"], answer["batch_size"])
         body = {
             "predictions": answer["predictions"],
+            # The answer per row: class name (the package's threshold / class thresholds).
+            "labels": answer.get("labels"),
             "model_version": answer["model_version"],
             "model_name": answer["model_name"],
             "route": "challenger" if route == "challenger" else "champion",
