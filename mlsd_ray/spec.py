@@ -881,7 +881,7 @@ def load_card(path: str | Path, overrides: list[str] | None = None) -> DesignCar
 def resolve_uri(uri: str, base_dir: Path) -> str:
     """Relative local paths resolve against base_dir; ``package://`` URIs resolve to the file in
     the installed package; other URIs with a scheme pass through."""
-    from mlsd_ray.data.packages import is_package_uri, package_path
+    from mlsd_ray.package_uri import is_package_uri, package_path
 
     if is_package_uri(uri):
         return package_path(uri)

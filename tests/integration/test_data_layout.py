@@ -48,9 +48,9 @@ def _etl(source: Path | str, out: str, workdir: Path, *extra: str):  # type: ign
 def test_partitioned_splits_read_back_typed_by_every_reader(
     ray_cluster, shoppers_csv: Path, tmp_path: Path
 ) -> None:
+    from mlsd_ray.data.layout import read_split as train_read_split
     from mlsd_ray.evaluate.stage import batch_predict  # noqa: F401  (reads via read_dataset)
     from mlsd_ray.monitor.stage import read_reference
-    from mlsd_ray.train.stage import read_split as train_read_split
 
     plain_card, plain = _etl(shoppers_csv, str(tmp_path / "plain"), tmp_path / "w1")
     card, part = _etl(
