@@ -293,6 +293,19 @@ class Data(_Strict):
     #: ``COL_month`` or ``COL_year``, in UTC). E.g. ``partition_by: [Month]`` or
     #: ``partition_by: ["date(timestamp)"]``. Readers restore the columns with their types.
     partition_by: list[str] = Field(default_factory=list)
+    #: Old dataset versions kept under ``<output_uri>/versions/`` (see ``DataVersions``).
+    versions: DataVersions = Field(default_factory=lambda: DataVersions())
+
+
+class DataVersions(_Strict):
+    """Every ETL run writes its splits under ``<output_uri>/versions/<dataset_version>/``;
+    older versions stay for lineage and reproducing a model. After a run, versions beyond the
+    ``keep`` most recent are pruned, except the current one and any a registered model or a
+    trained package of the workdir points to (those are never removed)."""
+
+    keep: int = Field(5, ge=1)
+    #: false: never prune (keep every version).
+    prune: bool = True
 
 
 # 4. Models -------------------------------------------------------------------------------
