@@ -16,13 +16,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from mlsd_ray.errors import CardError
 
 Category = Literal["binary", "multiclass", "regression"]
-FieldType = Literal["string", "text", "int", "float", "bool", "category"]
+FieldType = Literal["string", "text", "int", "float", "bool", "category", "image"]
 SourceFormat = Literal["csv", "tsv", "parquet", "json"]
 ModelKind = Literal["majority", "tfidf_logreg", "logreg", "transformer"]
 #: Kinds added for deep tabular models and regression (mlsd_ray.models.mlp / .regression).
 DeepKind = Literal["mlp", "mean", "ridge"]
 #: The tabular ladder: gradient-boosted trees (trained with Ray Train) and ensembles.
 LadderKind = Literal["xgboost", "lightgbm", "bagging", "stacking"]
+#: Image models (mlsd_ray.models.cnn), trained with Ray Train.
+ImageKind = Literal["cnn"]
 
 
 class _Strict(BaseModel):
@@ -38,12 +40,35 @@ class Requirements(_Strict):
 
 
 # 2. Framing ------------------------------------------------------------------------------
+class ImageInput(_Strict):
+    """How an ``image`` input is decoded (Pillow) and resized before the model sees it."""
+
+    width: int = Field(8, ge=1, le=1024)
+    height: int = Field(8, ge=1, le=1024)
+    #: ``L`` = one grey channel, ``RGB`` = three.
+    mode: Literal["L", "RGB"] = "L"
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.mode == "L" else 3
+
+
 class InputField(_Strict):
     name: str
     type: FieldType = "string"
     required: bool = True
     #: For text: rows whose stripped text is shorter are quarantined as empty.
     min_length: int = Field(1, ge=0)
+    #: For ``type: image`` (bytes or base64 text): size and colour mode; defaults when absent.
+    image: ImageInput | None = None
+
+    @model_validator(mode="after")
+    def _image_options(self) -> InputField:
+        if self.image is not None and self.type != "image":
+            raise ValueError(f"input {self.name!r}: `image` options need `type: image`")
+        if self.type == "image" and self.image is None:
+            self.image = ImageInput()
+        return self
 
 
 class Label(_Strict):
@@ -409,7 +434,7 @@ class Tuning(_Strict):
 
 class ModelSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
-    kind: Literal[ModelKind, DeepKind, LadderKind]  # nested Literals flatten: one error
+    kind: Literal[ModelKind, DeepKind, LadderKind, ImageKind]  # nested Literals flatten: one error
     #: kind-specific options (e.g. tfidf max_features, C).
     params: dict[str, Any] = Field(default_factory=dict)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)

@@ -187,6 +187,12 @@ def train_models(card: DesignCard, workdir: Workdir, only: list[str] | None = No
                 auc = roc_auc(val[LABEL].to_numpy(), mlp.predict_proba(val[inputs]))
             fitted[spec.name] = (mlp, mlp_params, seconds, auc, extra)
 
+    for spec in specs:  # image models: Ray Train
+        if spec.kind == "cnn":
+            from mlsd_ray.train.cnn import fit_cnn
+
+            fitted[spec.name] = fit_cnn(spec, card, train, val, workdir)
+
     # The tabular ladder: GBDTs through Ray Train, ensembles fan their members out as tasks.
     from mlsd_ray.train.ladder import LADDER_KINDS, fit_ladder
 
