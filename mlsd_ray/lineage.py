@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 from mlsd_ray import registry, storage
@@ -39,14 +40,27 @@ def prune_data_versions(card: DesignCard, workdir: Workdir) -> dict[str, Any]:
     output = workdir.data_uri(card)
     if not setting.prune:
         return {"pruned": [], "protected": [], "reason": "data.versions.prune: false"}
+    if len(dv.list_versions(output)) <= setting.keep:  # nothing to prune: leave MLflow alone
+        return {"pruned": [], "protected": [], "keep": setting.keep}
     try:
-        protected = registry.dataset_versions_in_use(card, workdir)
+        protected = set()
+        if _has_registry(workdir):
+            protected = registry.dataset_versions_in_use(card, workdir)
     except MlsdError as err:
         log.warning("data versions: not pruned, the registry is unreadable: %s", err)
         return {"pruned": [], "protected": [], "reason": f"registry unreadable: {err}"}
     protected |= versions_in_workdir(workdir)
     pruned = dv.prune(output, setting.keep, protected)
     return {"pruned": pruned, "protected": sorted(protected), "keep": setting.keep}
+
+
+def _has_registry(workdir: Workdir) -> bool:
+    """False only for the default sqlite store that was never created (no model registered
+    yet): asking would create it, and mlflow takes seconds to import."""
+    uri = workdir.tracking_uri
+    if uri.startswith("sqlite:///"):
+        return Path(uri.removeprefix("sqlite:///")).exists()
+    return True
 
 
 def lineage(card: DesignCard, workdir: Workdir, version: str) -> dict[str, Any]:

@@ -46,3 +46,27 @@ def test_prune_keeps_recent_current_and_protected(tmp_path: Path) -> None:
     assert dv.prune(out, keep=2, protected={"v1"}) == []  # idempotent
     with pytest.raises(ValueError):
         dv.prune(out, keep=0, protected=set())
+
+
+def test_nothing_is_pruned_when_the_registry_cannot_be_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlsd_ray.lineage import prune_data_versions
+    from mlsd_ray.settings import Workdir
+    from mlsd_ray.spec import load_card
+    from tests.conftest import REPO, free_port
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")  # nobody there
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    card = load_card(REPO / "systems" / "harmful_content.yaml", ["data.versions.keep=1"])
+    workdir = Workdir(tmp_path / "work")
+    root = Path(workdir.data_uri(card))
+    for i, name in enumerate(["old", "older", "new"]):
+        make_version(root, name, f"2026-01-0{3 - i}T00:00:00")
+    dv.write_current(str(root), "new")
+
+    result = prune_data_versions(card, workdir)
+
+    assert result["pruned"] == [] and "registry unreadable" in result["reason"]
+    assert sorted(p.name for p in (root / "versions").iterdir()) == ["new", "old", "older"]
