@@ -56,7 +56,8 @@ State = dict[str, Any]
 # Kinds -----------------------------------------------------------------------------------
 def column_kinds(card: DesignCard) -> dict[str, str]:
     """Column of the verified rows -> profile kind."""
-    kinds = {"int": "numeric", "float": "numeric", "text": "text"}
+    # images (base64 text) are profiled by length, a proxy for their size in bytes
+    kinds = {"int": "numeric", "float": "numeric", "text": "text", "image": "text"}
     out = {f.name: kinds.get(f.type, "category") for f in card.framing.inputs}
     for name, kind in carried_columns(card).items():
         out[name] = "time" if kind == "time" else "category"
