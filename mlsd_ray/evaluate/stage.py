@@ -26,9 +26,9 @@ from mlsd_ray.evaluate.analysis import (
 )
 from mlsd_ray.evaluate.gate import Evidence, decide
 from mlsd_ray.evaluate.model_card import write_model_card
-from mlsd_ray.evaluate.plots import quality_latency_plot
 from mlsd_ray.evaluate.report import write_markdown
 from mlsd_ray.models.package import MANIFEST, read_manifest
+from mlsd_ray.plots import quality_latency_plot
 from mlsd_ray.predict import Predictor
 from mlsd_ray.runtime import ensure_ray
 from mlsd_ray.settings import Workdir

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 RAY_TRAIN_OPTIONS = frozenset({"num_workers", "cpus_per_worker"})
 #: What a kind reads: ``text`` = the card's single text input (listed first); ``tabular`` =
 #: numeric and categorical inputs (filled into params from the card); ``any`` = none.
-Inputs = Literal["text", "tabular", "any"]
+Inputs = Literal["text", "tabular", "image", "any"]
 Task = Literal["binary", "multiclass", "regression"]
 CLASSIFICATION: frozenset[str] = frozenset({"binary", "multiclass"})
 ALL_TASKS: frozenset[str] = frozenset({"binary", "multiclass", "regression"})
@@ -34,7 +34,7 @@ ALL_TASKS: frozenset[str] = frozenset({"binary", "multiclass", "regression"})
 @dataclass(frozen=True)
 class Kind:
     name: str
-    params: type[P.KindParams] | type[P.MLPParams]
+    params: type[P.KindParams] | type[P.MLPParams] | type[P.CNNParams]
     #: The `Model` subclass, ``"module:Class"``.
     model: str
     #: The trainer, ``"module:function"``: ``fit(FitJob) -> Fitted``.
@@ -142,6 +142,14 @@ KINDS: dict[str, Kind] = {
             tasks=ALL_TASKS,
             tuning=True,
             ensemble_member=True,
+        ),
+        Kind(
+            "cnn",
+            P.CNNParams,
+            "mlsd_ray.models.cnn:ImageCNN",
+            f"{_T}:fit_cnn",
+            "weights.safetensors, model.json, learning_curve.json",
+            inputs="image",
         ),
         Kind(
             "mean",

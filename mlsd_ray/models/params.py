@@ -188,3 +188,73 @@ class MLPParams(BaseModel):
     @property
     def n_outputs(self) -> int:
         return 1 if self.category in ("binary", "regression") else self.n_classes
+
+
+class CNNParams(BaseModel):
+    """Options of kind ``cnn``. Example::
+
+    params: {channels: [16, 32], dropout: 0.1, epochs: 15, batch_size: 64}
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    #: Output channels of each conv block (each block halves the image while it is >= 2).
+    channels: list[int] = Field(default_factory=lambda: [16, 32], min_length=1, max_length=6)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    epochs: int = Field(15, ge=1)
+    batch_size: int = Field(64, ge=1)
+    learning_rate: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    #: Stop after this many epochs without a lower validation loss; 0 = never stop early.
+    patience: int = Field(4, ge=0)
+    class_weight: Literal["none", "balanced"] = "none"
+    seed: int = 0
+    #: Ray Train workers (DDP when > 1); 0 = train in the driver process.
+    num_workers: int = Field(1, ge=0)
+    cpus_per_worker: int = Field(1, ge=1)
+    # Filled by the trainer from the card.
+    width: int = Field(8, ge=1)
+    height: int = Field(8, ge=1)
+    mode: Literal["L", "RGB"] = "L"
+    category: Literal["binary", "multiclass"] = "multiclass"
+    n_classes: int = Field(2, ge=2)
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any], where: str = "params") -> CNNParams:
+        """Validate with errors that name the card key, e.g. ``models.cnn.params.dropout``."""
+        try:
+            return cls.model_validate(params)
+        except ValidationError as err:
+            lines = []
+            for e in err.errors():
+                key = ".".join(str(p) for p in e["loc"])
+                if e["type"] == "extra_forbidden":
+                    lines.append(
+                        f"{where}.{key}: unknown option; known: {sorted(cls.model_fields)}"
+                    )
+                else:
+                    lines.append(f"{where}.{key}: got {e.get('input')!r}; {e['msg'].lower()}")
+            raise CardError("Invalid cnn options:\n  " + "\n  ".join(lines)) from None
+
+    @property
+    def in_channels(self) -> int:
+        return 1 if self.mode == "L" else 3
+
+    @property
+    def n_outputs(self) -> int:
+        return 1 if self.category == "binary" else self.n_classes
+
+    def loop(self) -> MLPParams:
+        """The options the shared epoch loop and loss read, as the loop's own type."""
+        return MLPParams(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            weight_decay=self.weight_decay,
+            patience=self.patience,
+            class_weight=self.class_weight,
+            seed=self.seed,
+            num_workers=self.num_workers,
+            cpus_per_worker=self.cpus_per_worker,
+            category=self.category,
+            n_classes=self.n_classes,
+        )

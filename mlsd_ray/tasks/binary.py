@@ -32,7 +32,7 @@ class BinaryTask(Task):
         return [pos if s >= decision.threshold else neg for s in np.asarray(scores)]
 
     def metrics(self, y: np.ndarray, scores: np.ndarray, decision: Decision) -> dict[str, Any]:
-        from mlsd_ray.evaluate.metrics import classification_metrics
+        from mlsd_ray.metrics import classification_metrics
 
         return classification_metrics(y, scores, decision.threshold)
 
@@ -72,7 +72,8 @@ class BinaryTask(Task):
         out_dir: Path,
         where: str,
     ) -> tuple[list[Path], dict[str, list[Path]]]:
-        from mlsd_ray.evaluate.plots import (
+        from mlsd_ray.evaluate.threshold import threshold_curve
+        from mlsd_ray.plots import (
             calibration_plot,
             confusion_plot,
             pr_plot,
@@ -96,7 +97,10 @@ class BinaryTask(Task):
                     f"{name} @ {d.threshold:.3f}",
                 ),
                 threshold_plot(
-                    y, p, d.threshold, out_dir / f"threshold_{name}.png", f"{name}: threshold"
+                    threshold_curve(y, p) if len(np.unique(y)) == 2 else None,  # one class: none
+                    d.threshold,
+                    out_dir / f"threshold_{name}.png",
+                    f"{name}: threshold",
                 ),
             ]
         return shared, per_model

@@ -60,7 +60,7 @@ class MulticlassTask(Task):
         return np.asarray(scores, dtype=np.float64).max(axis=1)  # the model's confidence
 
     def metrics(self, y: np.ndarray, scores: np.ndarray, decision: Decision) -> dict[str, Any]:
-        from mlsd_ray.evaluate.metrics import multiclass_metrics
+        from mlsd_ray.metrics import multiclass_metrics
 
         return multiclass_metrics(y, scores, decision.classes, decide(scores, decision))
 
@@ -85,7 +85,7 @@ class MulticlassTask(Task):
         out_dir: Path,
         where: str,
     ) -> tuple[list[Path], dict[str, list[Path]]]:
-        from mlsd_ray.evaluate.plots import confusion_plot, roc_plot
+        from mlsd_ray.plots import confusion_plot, roc_plot
 
         classes = card.framing.label.classes
         shared: list[Path] = []

@@ -24,7 +24,7 @@ class RegressionTask(Task):
         return [float(v) for v in np.asarray(scores)]
 
     def metrics(self, y: np.ndarray, scores: np.ndarray, decision: Decision) -> dict[str, Any]:
-        from mlsd_ray.evaluate.metrics import regression_metrics
+        from mlsd_ray.metrics import regression_metrics
 
         return regression_metrics(y, scores)
 
@@ -45,6 +45,6 @@ class RegressionTask(Task):
         out_dir: Path,
         where: str,
     ) -> tuple[list[Path], dict[str, list[Path]]]:
-        from mlsd_ray.evaluate.regression import regression_plots
+        from mlsd_ray.plots import regression_plots
 
         return regression_plots(curves, out_dir, f"{card.name} on {where}"), {}

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from mlsd_ray.data.etl import dataset_version
+from mlsd_ray.data.layout import read_split
 from mlsd_ray.errors import CardError, DataError
 from mlsd_ray.models.kinds import get_kind
 from mlsd_ray.models.package import InputSchema, ModelManifest, save_package
@@ -29,14 +30,6 @@ from mlsd_ray.train.trainers import Fitted, kind_params
 log = logging.getLogger(__name__)
 
 LABEL = "label"
-
-
-def read_split(uri: str) -> pd.DataFrame:
-    """A Parquet split folder (local or s3://) as pandas. Plain pyarrow: about 10x faster than
-    Ray Data for splits that fit in the driver (see the stack notes)."""
-    from mlsd_ray.data.layout import read_table  # Hive partition columns come back typed
-
-    return read_table(uri).to_pandas()
 
 
 def select_specs(card: DesignCard, only: list[str] | None) -> list[ModelSpec]:

@@ -109,6 +109,16 @@ def fit_mlp(
     return Fitted(model, params, seconds, extra)
 
 
+def fit_cnn(
+    spec: ModelSpec, card: DesignCard, train: pd.DataFrame, val: pd.DataFrame, workdir: Workdir
+) -> Fitted:
+    """Image models through Ray Train (`mlsd_ray.train.cnn`)."""
+    from mlsd_ray.train.cnn import fit_cnn as train_cnn_spec
+
+    model, params, seconds, _auc, extra = train_cnn_spec(spec, card, train, val, workdir)
+    return Fitted(model, params, seconds, extra)
+
+
 def fit_gbdt(
     spec: ModelSpec, card: DesignCard, train: pd.DataFrame, val: pd.DataFrame, workdir: Workdir
 ) -> Fitted:

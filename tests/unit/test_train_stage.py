@@ -9,11 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mlsd_ray.data.layout import read_split
 from mlsd_ray.errors import CardError, DataError
 from mlsd_ray.settings import Workdir
 from mlsd_ray.spec import load_card
 from mlsd_ray.train.metrics import roc_auc
-from mlsd_ray.train.stage import read_split, select_specs, simple_params
+from mlsd_ray.train.stage import select_specs, simple_params
 from mlsd_ray.train.trainers import Fitted, fit_simple
 
 SYSTEMS = Path(__file__).resolve().parents[2] / "systems"
