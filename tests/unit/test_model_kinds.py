@@ -23,6 +23,7 @@ FAST: dict[str, dict[str, Any]] = {
     "logreg": {"C": 1.0},
     "transformer": {"dropout": 0.1},
     "mlp": {"hidden": [8], "epochs": 2, "num_workers": 0, "batch_size": 32},
+    "cnn": {"channels": [4], "epochs": 2, "num_workers": 0, "batch_size": 32},
     "mean": {},
     "ridge": {"alpha": 1.0},
     "xgboost": {"n_estimators": 8, "max_depth": 2},
@@ -56,6 +57,11 @@ def data(kind: str, task: str) -> tuple[pd.DataFrame, np.ndarray, list[InputSche
     rng = np.random.default_rng(0)
     n = 40 if kind == "transformer" else 120
     y = rng.integers(0, 3 if task == "multiclass" else 2, n)
+    if KINDS[kind].inputs == "image":  # 8x8 grey PNGs, base64, brighter for class 1
+        from mlsd_ray.images import encode_png
+
+        images = [encode_png((rng.random((8, 8)) * 100 + 120 * c).astype(np.uint8)) for c in y]
+        return pd.DataFrame({"img": images}), y, [InputSchema(name="img", type="image")]
     if KINDS[kind].inputs == "text":
         texts = [f"{WORDS[2 * min(c, 1) + rng.integers(2)]} w{c} {rng.integers(50)}" for c in y]
         return pd.DataFrame({"text": texts}), y, [InputSchema(name="text", type="text")]
@@ -77,6 +83,8 @@ def build(kind: str, task: str, inputs: list[str]) -> Any:
         params |= TRANSFORMER
     if KINDS[kind].tasks == frozenset({"binary", "multiclass", "regression"}):
         params["category"] = task
+    if kind == "cnn":  # as mlsd_ray.train.cnn.cnn_params fills it
+        params |= {"category": task, "n_classes": 3 if task == "multiclass" else 2}
     if kind == "mlp":  # as mlsd_ray.train.deep.deep_params fills it
         params["n_classes"] = {"binary": 2, "multiclass": 3, "regression": 1}[task]
     if task == "regression" and "base" in params:  # members that regress
