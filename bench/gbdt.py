@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO))
 from mlsd_ray.features import TabularPreprocessor  # noqa: E402
 from mlsd_ray.models.gbdt import check_params, lgb_params, pos_weight, xgb_params  # noqa: E402
 from mlsd_ray.spec import load_card  # noqa: E402
-from mlsd_ray.train.ladder import ladder_params  # noqa: E402
+from mlsd_ray.train.trainers import kind_params  # noqa: E402
 
 DATA = REPO.parent / "shared" / "datasets" / "ad_click" / "online_shoppers_dev.csv"
 CARD = REPO / "systems" / "event_registration.yaml"
@@ -56,7 +56,7 @@ def load(rows: int) -> tuple[pd.DataFrame, list[str], dict[str, Any]]:
     frame["label"] = raw["Revenue"].astype(str).str.lower().isin(["1", "true"]).astype("int64")
     frame = frame.sample(rows, replace=True, random_state=0).reset_index(drop=True)
     spec = next(s for s in card.models.candidates if s.kind == "xgboost")
-    params = {k: v for k, v in ladder_params(spec, card).items() if k in ("numeric", "categorical")}
+    params = {k: v for k, v in kind_params(spec, card).items() if k in ("numeric", "categorical")}
     return frame, card.feature_names, params
 
 

@@ -111,7 +111,7 @@ def threshold_plot(
     curve: dict[str, np.ndarray] | None, chosen: float, path: Path, title: str
 ) -> Path:
     """Precision, recall and F1 against the threshold (``curve`` from
-    ``evaluate.threshold.threshold_curve``; None when there is a single class), with the chosen
+    ``tasks.threshold.threshold_curve``; None when there is a single class), with the chosen
     threshold marked."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))

@@ -12,12 +12,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlsd_ray.evaluate.bootstrap import HEADLINE, paired_difference
 from mlsd_ray.evaluate.latency import measure_latency
 from mlsd_ray.models.package import MANIFEST, read_manifest
 from mlsd_ray.predict import PROBABILITY, Predictor
 from mlsd_ray.spec import DesignCard
 from mlsd_ray.tasks import Decision, get_task
+from mlsd_ray.tasks.bootstrap import HEADLINE, paired_difference
 
 log = logging.getLogger(__name__)
 LABEL = "label"

@@ -8,10 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mlsd_ray.evaluate.bootstrap import HEADLINE
 from mlsd_ray.models.kinds import KINDS
 from mlsd_ray.models.package import read_manifest
 from mlsd_ray.spec import DesignCard
+from mlsd_ray.tasks.bootstrap import HEADLINE
 
 
 def _f(v: Any, digits: int = 4) -> str:

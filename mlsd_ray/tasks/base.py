@@ -77,7 +77,7 @@ class Task(ABC):
         self, card: Any, frame: pd.DataFrame, y: np.ndarray, scores: np.ndarray, decision: Decision
     ) -> dict[str, Any]:
         """Intervals and slice metrics of one scored model."""
-        from mlsd_ray.evaluate.slices import slice_metrics
+        from mlsd_ray.tasks.slices import slice_metrics
 
         slices = slice_metrics(
             card.evaluation.slices,

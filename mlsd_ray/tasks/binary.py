@@ -39,7 +39,7 @@ class BinaryTask(Task):
     def choose_decision(
         self, card: Any, y: np.ndarray | None, scores: np.ndarray | None
     ) -> dict[str, Any]:
-        from mlsd_ray.evaluate.threshold import choose_threshold
+        from mlsd_ray.tasks.threshold import choose_threshold
 
         objective = card.evaluation.threshold_objective
         if objective.rule == "fixed" or y is None or scores is None:
@@ -51,8 +51,8 @@ class BinaryTask(Task):
     def evidence(
         self, card: Any, frame: pd.DataFrame, y: np.ndarray, scores: np.ndarray, decision: Decision
     ) -> dict[str, Any]:
-        from mlsd_ray.evaluate.bootstrap import confidence_intervals
-        from mlsd_ray.evaluate.slices import slice_metrics
+        from mlsd_ray.tasks.bootstrap import confidence_intervals
+        from mlsd_ray.tasks.slices import slice_metrics
 
         boot = card.evaluation.bootstrap
         t = decision.threshold
@@ -72,7 +72,6 @@ class BinaryTask(Task):
         out_dir: Path,
         where: str,
     ) -> tuple[list[Path], dict[str, list[Path]]]:
-        from mlsd_ray.evaluate.threshold import threshold_curve
         from mlsd_ray.plots import (
             calibration_plot,
             confusion_plot,
@@ -80,6 +79,7 @@ class BinaryTask(Task):
             roc_plot,
             threshold_plot,
         )
+        from mlsd_ray.tasks.threshold import threshold_curve
 
         shared = [
             roc_plot(curves, out_dir / "roc.png", f"{card.name}: ROC on {where}"),

@@ -1,8 +1,9 @@
 """The tabular ladder's Ray plumbing: ensembles fan their member fits out as Ray tasks.
 
 The trainers of the ladder's kinds live in `mlsd_ray.train.trainers` (``fit_gbdt``,
-``fit_ensemble``); every rung is scored on the same validation split as the rest, so the
-evaluation leaderboard ranks the whole ladder side by side.
+``fit_ensemble``, and ``kind_params``, which fills a rung's params from the card); every rung
+is scored on the same validation split as the rest, so the evaluation leaderboard ranks the
+whole ladder side by side.
 """
 
 from __future__ import annotations
@@ -14,17 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlsd_ray.spec import DesignCard, ModelSpec
-
 log = logging.getLogger(__name__)
-
-
-def ladder_params(spec: ModelSpec, card: DesignCard) -> dict[str, Any]:
-    """The spec's params with the card's column types and category filled in (members of an
-    ensemble inherit them)."""
-    from mlsd_ray.train.trainers import kind_params
-
-    return kind_params(spec, card)
 
 
 def ray_runner(num_cpus: float = 1) -> Callable[[Callable[..., Any], list[tuple[Any, ...]]], list]:

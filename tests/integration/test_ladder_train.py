@@ -15,8 +15,8 @@ from mlsd_ray.models.base import load_model_class
 from mlsd_ray.predict import Predictor
 from mlsd_ray.settings import Workdir
 from mlsd_ray.spec import DesignCard, load_card
-from mlsd_ray.train.ladder import ladder_params
 from mlsd_ray.train.stage import train_models
+from mlsd_ray.train.trainers import kind_params
 
 pytestmark = pytest.mark.integration
 
@@ -65,7 +65,7 @@ def test_gbdts_train_through_ray_train(ray_cluster, shared_datasets: Path, tmp_p
         assert predictor.manifest.metadata["best_iteration"] >= 1
         # Ray Train boosts exactly what an in-process fit boosts: same data, same params.
         spec = next(s for s in c.models.candidates if s.name == name)
-        local = load_model_class(name)(c.feature_names, **ladder_params(spec, c))
+        local = load_model_class(name)(c.feature_names, **kind_params(spec, c))
         local.fit(
             splits["train"][c.feature_names],
             splits["train"]["label"].to_numpy(),

@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 
 from mlsd_ray.evaluate.behaviour import Perturbation, load_suite, run_suite
-from mlsd_ray.evaluate.bootstrap import paired_difference
 from mlsd_ray.evaluate.gate import Evidence, decide
 from mlsd_ray.evaluate.latency import measure_latency
 from mlsd_ray.models.package import InputSchema, ModelManifest, save_package
@@ -19,6 +18,7 @@ from mlsd_ray.monitor.log import PredictionLogger, read_prediction_log
 from mlsd_ray.monitor.online import online_metrics
 from mlsd_ray.predict import Predictor
 from mlsd_ray.spec import Gate, GateRule, OnlineMetric, Requirements
+from mlsd_ray.tasks.bootstrap import paired_difference
 from tests.toy_data import toy_split
 
 REPO = Path(__file__).resolve().parents[2]

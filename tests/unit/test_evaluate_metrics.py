@@ -11,14 +11,6 @@ import pytest
 from sklearn import metrics as skm
 from sklearn.calibration import calibration_curve
 
-from mlsd_ray.evaluate.bootstrap import (
-    confidence_intervals,
-    paired_difference,
-    replicate_metrics,
-    resample_indices,
-)
-from mlsd_ray.evaluate.slices import slice_masks, slice_metrics
-from mlsd_ray.evaluate.threshold import choose_threshold, threshold_curve
 from mlsd_ray.metrics import (
     classification_metrics,
     expected_calibration_error,
@@ -26,6 +18,14 @@ from mlsd_ray.metrics import (
     ranking_metrics,
 )
 from mlsd_ray.spec import Slice, ThresholdObjective
+from mlsd_ray.tasks.bootstrap import (
+    confidence_intervals,
+    paired_difference,
+    replicate_metrics,
+    resample_indices,
+)
+from mlsd_ray.tasks.slices import slice_masks, slice_metrics
+from mlsd_ray.tasks.threshold import choose_threshold, threshold_curve
 
 
 def _binary(n: int = 400, seed: int = 1, ties: bool = True) -> tuple[np.ndarray, np.ndarray]:

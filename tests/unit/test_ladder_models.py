@@ -281,11 +281,11 @@ def test_multiclass_softprob(kind: str, shoppers: dict[str, Any]) -> None:
 
 
 def test_ladder_params_fill_the_card_columns_and_members_inherit_them() -> None:
-    from mlsd_ray.train.ladder import ladder_params
+    from mlsd_ray.train.trainers import kind_params
 
     card = load_card(Path(__file__).resolve().parents[2] / "systems" / "event_registration.yaml")
     stacking = next(s for s in card.models.candidates if s.kind == "stacking")
-    params = ladder_params(stacking, card)
+    params = kind_params(stacking, card)
     assert params["numeric"][0] == "Administrative" and "Weekend" in params["categorical"]
     assert params["category"] == "binary"
     model = Stacking(card.feature_names, **params)

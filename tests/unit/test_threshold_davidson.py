@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import precision_score, recall_score
 
-from mlsd_ray.evaluate.threshold import choose_threshold
 from mlsd_ray.models.simple import TfidfLogReg
 from mlsd_ray.spec import ThresholdObjective
+from mlsd_ray.tasks.threshold import choose_threshold
 
 
 @pytest.fixture(scope="module")

@@ -6,13 +6,15 @@ row is flagged when ``probability >= threshold``, as the Predictor and the metri
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_curve
 
 from mlsd_ray.errors import DataError
-from mlsd_ray.spec import ThresholdObjective
+
+if TYPE_CHECKING:  # the card's types; the card (spec) imports the tasks
+    from mlsd_ray.spec import ThresholdObjective
 
 
 def threshold_curve(y_true: np.ndarray, p_positive: np.ndarray) -> dict[str, np.ndarray]:

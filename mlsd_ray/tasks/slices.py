@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from mlsd_ray.errors import CardError
 from mlsd_ray.metrics import classification_metrics
-from mlsd_ray.spec import Slice
+
+if TYPE_CHECKING:  # the card's types; the card (spec) imports the tasks
+    from mlsd_ray.spec import Slice
 
 
 def slice_masks(spec: Slice, frame: pd.DataFrame) -> dict[str, np.ndarray]:
