@@ -28,6 +28,7 @@ pytestmark = pytest.mark.integration
 
 APP = "serve_http_test"
 MAX_INSTANCES = 8
+THRESHOLD = 0.2
 OK_WORDS = [
     "thanks",
     "lovely",
@@ -83,6 +84,8 @@ def served(ray_cluster, tmp_path_factory) -> dict[str, Any]:
             category="binary",
             inputs=[InputSchema(name="text", type="text")],
             classes=["ok", "harmful"],
+            # A business threshold far from 0.5, so that labels at 0.5 would differ.
+            threshold=THRESHOLD,
             metadata={"version": "test-1"},
         ),
     )
@@ -156,6 +159,20 @@ def test_predictions_equal_offline_predictor(served):
     assert len(body["predictions"]) == len(instances)
     np.testing.assert_allclose(body["predictions"], expected, rtol=0, atol=1e-12)
     assert body["predictions"][0] > 0.5 > body["predictions"][1]
+    # Labels at the package's stored threshold (0.2), as the README promises.
+    assert body["labels"] == ["harmful" if p >= THRESHOLD else "ok" for p in expected]
+    # A small answer: these keys and nothing else.
+    assert set(body) == {"predictions", "labels", "model_version", "model_name", "request_id"}
+
+
+def test_single_model_is_one_deployment(served):
+    """No ingress hop for a single model: edge and batched model are one deployment."""
+    from ray import serve
+
+    from mlsd_ray.serve.app import SINGLE_NAME
+
+    deployments = serve.status().applications[APP].deployments
+    assert set(deployments) == {SINGLE_NAME}
 
 
 @pytest.mark.parametrize(
