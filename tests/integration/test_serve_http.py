@@ -9,6 +9,7 @@ reads.
 from __future__ import annotations
 
 import concurrent.futures
+import time
 from pathlib import Path
 from typing import Any
 
@@ -247,6 +248,67 @@ def test_load_generator_reports_figures(served):
     result = load_test(served["url"], clients=8, requests=40, max_seconds=60)
     assert result["ok"] == 40 and result["requests_per_s"] > 0
     assert result["p50_ms"] <= result["p99_ms"]
+
+
+def _scrape(port: int) -> dict[str, float]:
+    """Prometheus text from Ray's metrics endpoint -> {series with labels: value} of ours."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.startswith(("ray_mlsd_", "ray_serve_")):
+                labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+                out[f"{sample.name}{{{labels}}}"] = sample.value
+    return out
+
+
+def _total(scraped: dict[str, float], name: str, **labels: str) -> float:
+    want = [f"{k}={v}" for k, v in labels.items()]
+    return sum(
+        v
+        for k, v in scraped.items()
+        if k.split("{")[0] == name and all(w in k for w in want) and f"application={APP}" in k
+    )
+
+
+@pytest.mark.slow
+def test_prometheus_metrics_move(served):
+    """Serve's built-in metrics and the project's own, on Ray's one metrics endpoint."""
+    import ray
+
+    port = ray._private.worker.global_worker.node.metrics_export_port
+    before = _scrape(port)
+    ok_before = _total(before, "ray_mlsd_requests_total", code="200")
+    bad_before = _total(before, "ray_mlsd_requests_total", code="422")
+    for i in range(6):
+        _predict(served, ["you stupid idiot", f"lovely photo {i}"])
+    r = served["client"].post("/predict", json={"instances": [{"txt": "a"}]})
+    assert r.status_code == 422
+    deadline = time.monotonic() + 90  # Ray's agent exports every 10 s or so
+    while True:
+        now = _scrape(port)
+        moved = (
+            _total(now, "ray_mlsd_requests_total", code="200") >= ok_before + 6
+            and _total(now, "ray_mlsd_requests_total", code="422") >= bad_before + 1
+        )
+        if moved or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert moved, {k: v for k, v in now.items() if "mlsd_requests" in k}
+    # The project's own series: latency histogram, batch sizes, scores, the model version.
+    assert _total(now, "ray_mlsd_request_latency_ms_count") >= 7
+    assert _total(now, "ray_mlsd_batch_size_count") > _total(before, "ray_mlsd_batch_size_count")
+    assert _total(now, "ray_mlsd_instances_total") >= 12
+    scores = _total(now, "ray_mlsd_predicted_score_count")
+    assert scores - _total(before, "ray_mlsd_predicted_score_count") >= 12
+    assert _total(now, "ray_mlsd_model_info", model_version="test-1", inference="fp32") == 1
+    # Serve's built-in request counter for the deployment, on the same endpoint.
+    assert any(
+        k.startswith("ray_serve_deployment_request_counter") and f"application={APP}" in k
+        for k in now
+    ), sorted({k.split("{")[0] for k in now})
 
 
 def test_log_and_monitor_after_shutdown(served):
