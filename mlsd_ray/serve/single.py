@@ -13,6 +13,7 @@ No ``from __future__ import annotations`` here: FastAPI must see ``Request`` as 
 a string, in the routes Serve wraps (it took ``request`` for a query parameter).
 """
 
+import os
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -62,4 +63,8 @@ class ModelIngress(BatchedModel, HttpEdge):
     @api.get("/stats")
     async def stats(self) -> dict[str, Any]:
         """This replica's counters (each replica counts its own requests)."""
-        return self.counters.snapshot() | {"rollout": "none", "replica": self._replica}
+        return self.counters.snapshot() | {
+            "rollout": "none",
+            "replica": self._replica,
+            "pid": os.getpid(),  # which process answers (operators, the replica-kill test)
+        }
