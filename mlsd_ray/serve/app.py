@@ -289,7 +289,9 @@ def run_server(
     card) and return its base URL. ``blocking=True`` serves until Ctrl-C, then deletes the
     app (its replicas flush the prediction log) and returns."""
     from mlsd_ray.runtime import ensure_ray
+    from mlsd_ray.serve.proxy import prepare
 
+    prepare(card)  # the proxy is chosen by the environment Ray starts with
     ensure_ray()
     d = card.deployment
     serve.start(http_options={"host": d.host, "port": d.port})
