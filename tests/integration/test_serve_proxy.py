@@ -47,3 +47,12 @@ def test_haproxy_start_stop_start_on_the_same_ports(tmp_path):
         assert {f"127.0.0.1:{p}" for p in ports} <= set(out["listeners"]), out["listeners"]
         assert all(x.startswith("127.0.0.1:") for x in out["listeners"]), out["listeners"]
         assert out["left"] == 0  # no haproxy of ours outlived the shutdown
+
+
+def test_direct_ingress_answers(tmp_path):
+    """``deployment.proxy: direct``: replicas take HTTP themselves (the issue's quick try of
+    direct ingress got a 500; the single-model deployment answers)."""
+    out = _start("direct", [free_port(), free_port(), free_port()], str(tmp_path))
+    assert out["status"] == 200, out
+    assert json.loads(out["body"])["labels"]
+    assert out["listeners"] == [] and out["left"] == 0  # no haproxy in this mode
