@@ -25,8 +25,7 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from mlsd_ray.serve import metrics
-from mlsd_ray.serve.app import RETRY_AFTER_S
-from mlsd_ray.serve.requests import BadRequest, PredictBody, parse_predict_body
+from mlsd_ray.serve.requests import RETRY_AFTER_S, BadRequest, PredictBody, parse_predict_body
 from mlsd_ray.serve.stats import ServeStats
 
 log = logging.getLogger(__name__)
