@@ -98,6 +98,10 @@ class ModelMetrics:
         self.info.set(1, tags=self._info_tags)
 
     def batch(self, requests: int, instances: int, scores: np.ndarray) -> None:
+        if self.info is not None and self._info_tags is not None:
+            # Set again with every batch: a gauge set only once at load time was missing
+            # from some scrapes (set before the replica's exporter reported).
+            self.info.set(1, tags=self._info_tags)
         if self.batch_size is not None:
             self.batch_size.observe(requests)
         if self.instances is not None:

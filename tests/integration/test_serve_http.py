@@ -292,6 +292,7 @@ def test_prometheus_metrics_move(served):
         moved = (
             _total(now, "ray_mlsd_requests_total", code="200") >= ok_before + 6
             and _total(now, "ray_mlsd_requests_total", code="422") >= bad_before + 1
+            and _total(now, "ray_mlsd_model_info", model_version="test-1", inference="fp32") == 1
         )
         if moved or time.monotonic() > deadline:
             break
