@@ -10,7 +10,12 @@ At concurrency 1, 8, 32 and 64, in one run (so the ratios hold under the same lo
               with the card's batching unless ``--max-batch-size/--batch-wait-s`` say otherwise;
 (c) ``plain`` a FastAPI/uvicorn server doing one forward pass per request (what a user would
               write instead), in a subprocess;
-(d) ``mlsd_<path>`` the same Serve app with ``deployment.inference`` = ``--inference`` (bf16).
+(d) ``mlsd_<path>`` the same Serve app with ``deployment.inference`` = ``--inference`` (bf16);
+(e) ``raw_<path>``   (a) on the fast path;
+(f) ``plain_<path>`` (c) on the same fast path: the fair peer of (d).
+
+A single-model card is served as one deployment (HTTP edge and batched model in one replica,
+``mlsd_ray.serve.single``), behind Serve's default proxy.
 
 Every HTTP request carries one tweet (Davidson dev when present) and goes to 127.0.0.1 only.
 Each level sends at most ``--requests`` requests and stops after ``--max-seconds`` whatever the
@@ -41,7 +46,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 CARD = REPO / "systems" / "harmful_content.yaml"
 DAVIDSON = REPO.parent / "shared" / "datasets" / "harmful_content" / "davidson_dev.csv"
-LEVELS = (1, 8, 32, 64)
+LEVELS: tuple[int, ...] = (1, 8, 32, 64)
 RAW_BATCHES = (1, 8, 16, 32, 64)
 
 log = logging.getLogger("bench.serve")
@@ -225,13 +230,13 @@ def wait_ready(url: str, timeout_s: float = 180) -> None:
 
 
 # (c) the plain server ----------------------------------------------------------------------
-def plain_app(model_dir: str) -> Any:
+def plain_app(model_dir: str, inference: str = "fp32") -> Any:
     """What a user writes without a serving stack: one forward pass per request."""
     from fastapi import FastAPI
 
     from mlsd_ray.predict import Predictor
 
-    predictor = Predictor(model_dir)
+    predictor = Predictor(model_dir, inference=inference)
     app = FastAPI()
 
     @app.post("/predict")
@@ -246,13 +251,22 @@ def plain_app(model_dir: str) -> Any:
 
 
 def run_plain(
-    model_dir: Path, texts: list[str], requests: int, max_s: float
+    model_dir: Path, texts: list[str], requests: int, max_s: float, inference: str = "fp32"
 ) -> dict[int, dict[str, Any]]:
     import uvicorn  # noqa: F401  (fail here, not in the child, when it is missing)
 
     port = free_port()
     child = subprocess.Popen(
-        [sys.executable, __file__, "--plain-server", str(port), "--model-dir", str(model_dir)],
+        [
+            sys.executable,
+            __file__,
+            "--plain-server",
+            str(port),
+            "--model-dir",
+            str(model_dir),
+            "--inference",
+            inference,
+        ],
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     try:
@@ -353,6 +367,15 @@ def goals(out: dict[str, Any], p99_ms: float, d_name: str) -> dict[str, Any]:
         for c in LEVELS
         if c >= 8
     }
+    path = d_name.removeprefix("mlsd_")
+    vs_plain_same_path = {
+        c: round(
+            res[d_name][c]["requests_per_s"] / max(res[f"plain_{path}"][c]["requests_per_s"], 1e-9),
+            2,
+        )
+        for c in LEVELS
+        if c >= 8
+    }
     d_over_b = {
         c: round(res[d_name][c]["requests_per_s"] / max(res["mlsd"][c]["requests_per_s"], 1e-9), 2)
         for c in LEVELS
@@ -362,12 +385,15 @@ def goals(out: dict[str, Any], p99_ms: float, d_name: str) -> dict[str, Any]:
         "b_reaches_0.8_of_limit_within_p99": best_b >= 0.8 * limit,
         "ratio_vs_plain_by_level": vs_plain,
         "b_or_d_2x_plain_at_8_and_above": all(max(v.values()) >= 2.0 for v in vs_plain.values()),
+        "d_over_plain_same_path_by_level": vs_plain_same_path,
+        "d_1.3x_plain_same_path_at_8_and_above": all(v >= 1.3 for v in vs_plain_same_path.values()),
         "d_over_b_served": d_over_b,
         "d_raw_speedup_over_fp32": round(out["raw_optimised"]["limit_per_s"] / limit, 2),
     }
 
 
 def main(argv: list[str] | None = None) -> None:
+    global LEVELS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--model-dir", type=Path, help="a MiniLM package (default: built now)")
@@ -380,8 +406,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-batch-size", type=int, help="default: the card's")
     parser.add_argument("--batch-wait-s", type=float, help="default: the card's")
     parser.add_argument("--quick", action="store_true", help="60 requests and 8 s per level")
+    parser.add_argument(
+        "--levels", default=",".join(map(str, LEVELS)), help="client counts, e.g. 1,8,32,64"
+    )
     parser.add_argument("--plain-server", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    LEVELS = tuple(int(x) for x in args.levels.split(","))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # Ray starts its workers (Serve replicas, proxy) at nice 15; the plain server and the raw
@@ -392,7 +422,7 @@ def main(argv: list[str] | None = None) -> None:
         import uvicorn
 
         uvicorn.run(
-            plain_app(str(args.model_dir)),
+            plain_app(str(args.model_dir), args.inference),
             host="127.0.0.1",
             port=args.plain_server,
             log_level="warning",
@@ -425,7 +455,12 @@ def main(argv: list[str] | None = None) -> None:
     spot_check("before_plain")
     log.info("(c) plain FastAPI/uvicorn")
     results: dict[str, dict[int, dict[str, Any]]] = {"raw": raw["levels"]}
+    results[f"raw_{args.inference}"] = raw_opt["levels"]
     results["plain"] = run_plain(model_dir, texts, args.requests, args.max_seconds)
+    log.info("(f) plain FastAPI/uvicorn %s", args.inference)
+    results[f"plain_{args.inference}"] = run_plain(
+        model_dir, texts, args.requests, args.max_seconds, args.inference
+    )
 
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -480,8 +515,9 @@ def main(argv: list[str] | None = None) -> None:
         "seconds": round(time.time() - started, 1),
     }
     res = {k: {int(c): r for c, r in v.items()} for k, v in out["results"].items()}
+    c8 = 8 if 8 in LEVELS else LEVELS[-1]
     out["ratio_vs_plain"] = {
-        k: round(res[k][8]["requests_per_s"] / max(res["plain"][8]["requests_per_s"], 1e-9), 2)
+        k: round(res[k][c8]["requests_per_s"] / max(res["plain"][c8]["requests_per_s"], 1e-9), 2)
         for k in ("mlsd", d_name)
     }
     # (b) over the raw limit measured right before and right after it (its bracketing spots).

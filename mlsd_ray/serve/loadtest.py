@@ -5,6 +5,14 @@
 ``clients`` concurrent connections send ``requests`` ``POST /predict`` calls in all (each
 with ``instances_per_request`` instances) and stop at ``max_seconds`` whatever the count, so a
 slow server never makes it run away. Reports throughput and latency percentiles.
+
+Retries (``retries`` > 0) live in the client, with an idempotent request id: every request
+carries its own ``X-Request-Id`` and a retry of it sends the same one. Only the client knows
+whether it got an answer; a replica killed mid-request may or may not have scored it, Serve's
+proxy does not resend a request already handed to a replica, and the prediction log keys
+records by request id, so a retried request is recognisable there. A 5xx, a 429 or a
+connection error is retried after a short, growing back-off; a 4xx is the client's own error
+and is not.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import json
 import logging
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -23,6 +32,11 @@ import httpx
 import numpy as np
 
 log = logging.getLogger(__name__)
+
+#: Answers worth another try: overload, a replica gone mid-request, no connection (-1).
+RETRYABLE = frozenset({-1, 429, 500, 502, 503, 504})
+RETRY_BACKOFF_S = 0.1
+MAX_BACKOFF_S = 2.0
 
 DEFAULT_INSTANCES = [
     "thanks for sharing, lovely photo",
@@ -39,16 +53,20 @@ async def _run(
     requests: int,
     instances_per_request: int,
     max_seconds: float,
+    retries: int = 0,
 ) -> dict[str, Any]:
     endpoint = f"{url.rstrip('/')}/predict"
     next_request = 0
     latencies: list[float] = []
+    timeline: list[tuple[float, float]] = []  # (seconds since start, latency ms) of answers
     statuses: Counter[int] = Counter()
+    retried = 0
+    start = time.perf_counter()
     deadline = time.perf_counter() + max_seconds
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
 
     async def worker(client: httpx.AsyncClient) -> None:
-        nonlocal next_request
+        nonlocal next_request, retried
         while next_request < requests and time.perf_counter() < deadline:
             i = next_request
             next_request += 1
@@ -58,15 +76,25 @@ async def _run(
                     for k in range(instances_per_request)
                 ]
             }
+            headers = {"X-Request-Id": uuid.uuid4().hex}  # the same on every retry
             t0 = time.perf_counter()
-            try:
-                r = await client.post(endpoint, json=body)
-                statuses[r.status_code] += 1
-            except httpx.HTTPError as err:
-                statuses[-1] += 1
-                log.debug("request %d failed: %s", i, err)
+            for attempt in range(retries + 1):
+                try:
+                    r = await client.post(endpoint, json=body, headers=headers)
+                    status = r.status_code
+                except httpx.HTTPError as err:
+                    status = -1
+                    log.debug("request %d failed: %s", i, err)
+                if status not in RETRYABLE or attempt == retries:
+                    break
+                retried += 1
+                await asyncio.sleep(min(RETRY_BACKOFF_S * 2**attempt, MAX_BACKOFF_S))
+            statuses[status] += 1
+            if status == -1:
                 continue
-            latencies.append((time.perf_counter() - t0) * 1000)
+            now = time.perf_counter()
+            latencies.append((now - t0) * 1000)
+            timeline.append((round(t0 - start, 3), round((now - t0) * 1000, 2)))
 
     async with httpx.AsyncClient(timeout=30, limits=limits) as client:
         t0 = time.perf_counter()
@@ -82,6 +110,8 @@ async def _run(
         "requests_per_s": round(len(lat) / elapsed, 1) if elapsed > 0 else 0.0,
         "p50_ms": round(float(np.percentile(lat, 50)), 1) if lat.size else None,
         "p99_ms": round(float(np.percentile(lat, 99)), 1) if lat.size else None,
+        "retried": retried,
+        "timeline": timeline,
     }
 
 
@@ -92,12 +122,14 @@ def load_test(
     requests: int = 500,
     instances_per_request: int = 1,
     max_seconds: float = 60.0,
+    retries: int = 0,
 ) -> dict[str, Any]:
-    """Send ``requests`` POST /predict calls over ``clients`` connections; returns the figures."""
-    if clients < 1 or requests < 1:
-        raise ValueError("clients and requests must be >= 1")
+    """Send ``requests`` POST /predict calls over ``clients`` connections; returns the figures
+    (``timeline``: start offset and latency of every answered request)."""
+    if clients < 1 or requests < 1 or retries < 0:
+        raise ValueError("clients and requests must be >= 1, retries >= 0")
     return asyncio.run(
-        _run(url, list(instances), clients, requests, instances_per_request, max_seconds)
+        _run(url, list(instances), clients, requests, instances_per_request, max_seconds, retries)
     )
 
 
@@ -108,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--instances-per-request", type=int, default=1)
     parser.add_argument("--max-seconds", type=float, default=60.0)
+    parser.add_argument("--retries", type=int, default=0, help="per request, same request id")
     args = parser.parse_args(argv)
     result = load_test(
         args.url,
@@ -115,7 +148,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         requests=args.requests,
         instances_per_request=args.instances_per_request,
         max_seconds=args.max_seconds,
+        retries=args.retries,
     )
+    result.pop("timeline")
     sys.stdout.write(json.dumps(result, indent=2) + "\n")
 
 

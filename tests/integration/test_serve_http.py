@@ -9,6 +9,7 @@ reads.
 from __future__ import annotations
 
 import concurrent.futures
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ pytestmark = pytest.mark.integration
 
 APP = "serve_http_test"
 MAX_INSTANCES = 8
+THRESHOLD = 0.2
 OK_WORDS = [
     "thanks",
     "lovely",
@@ -83,6 +85,8 @@ def served(ray_cluster, tmp_path_factory) -> dict[str, Any]:
             category="binary",
             inputs=[InputSchema(name="text", type="text")],
             classes=["ok", "harmful"],
+            # A business threshold far from 0.5, so that labels at 0.5 would differ.
+            threshold=THRESHOLD,
             metadata={"version": "test-1"},
         ),
     )
@@ -156,6 +160,20 @@ def test_predictions_equal_offline_predictor(served):
     assert len(body["predictions"]) == len(instances)
     np.testing.assert_allclose(body["predictions"], expected, rtol=0, atol=1e-12)
     assert body["predictions"][0] > 0.5 > body["predictions"][1]
+    # Labels at the package's stored threshold (0.2), as the README promises.
+    assert body["labels"] == ["harmful" if p >= THRESHOLD else "ok" for p in expected]
+    # A small answer: these keys and nothing else.
+    assert set(body) == {"predictions", "labels", "model_version", "model_name", "request_id"}
+
+
+def test_single_model_is_one_deployment(served):
+    """No ingress hop for a single model: edge and batched model are one deployment."""
+    from ray import serve
+
+    from mlsd_ray.serve.app import SINGLE_NAME
+
+    deployments = serve.status().applications[APP].deployments
+    assert set(deployments) == {SINGLE_NAME}
 
 
 @pytest.mark.parametrize(
@@ -230,6 +248,68 @@ def test_load_generator_reports_figures(served):
     result = load_test(served["url"], clients=8, requests=40, max_seconds=60)
     assert result["ok"] == 40 and result["requests_per_s"] > 0
     assert result["p50_ms"] <= result["p99_ms"]
+
+
+def _scrape(port: int) -> dict[str, float]:
+    """Prometheus text from Ray's metrics endpoint -> {series with labels: value} of ours."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.startswith(("ray_mlsd_", "ray_serve_")):
+                labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+                out[f"{sample.name}{{{labels}}}"] = sample.value
+    return out
+
+
+def _total(scraped: dict[str, float], name: str, **labels: str) -> float:
+    want = [f"{k}={v}" for k, v in labels.items()]
+    return sum(
+        v
+        for k, v in scraped.items()
+        if k.split("{")[0] == name and all(w in k for w in want) and f"application={APP}" in k
+    )
+
+
+@pytest.mark.slow
+def test_prometheus_metrics_move(served):
+    """Serve's built-in metrics and the project's own, on Ray's one metrics endpoint."""
+    import ray
+
+    port = ray._private.worker.global_worker.node.metrics_export_port
+    before = _scrape(port)
+    ok_before = _total(before, "ray_mlsd_requests_total", code="200")
+    bad_before = _total(before, "ray_mlsd_requests_total", code="422")
+    for i in range(6):
+        _predict(served, ["you stupid idiot", f"lovely photo {i}"])
+    r = served["client"].post("/predict", json={"instances": [{"txt": "a"}]})
+    assert r.status_code == 422
+    deadline = time.monotonic() + 90  # Ray's agent exports every 10 s or so
+    while True:
+        now = _scrape(port)
+        moved = (
+            _total(now, "ray_mlsd_requests_total", code="200") >= ok_before + 6
+            and _total(now, "ray_mlsd_requests_total", code="422") >= bad_before + 1
+            and _total(now, "ray_mlsd_model_info", model_version="test-1", inference="fp32") == 1
+        )
+        if moved or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert moved, {k: v for k, v in now.items() if "mlsd_requests" in k}
+    # The project's own series: latency histogram, batch sizes, scores, the model version.
+    assert _total(now, "ray_mlsd_request_latency_ms_count") >= 7
+    assert _total(now, "ray_mlsd_batch_size_count") > _total(before, "ray_mlsd_batch_size_count")
+    assert _total(now, "ray_mlsd_instances_total") >= 12
+    scores = _total(now, "ray_mlsd_predicted_score_count")
+    assert scores - _total(before, "ray_mlsd_predicted_score_count") >= 12
+    assert _total(now, "ray_mlsd_model_info", model_version="test-1", inference="fp32") == 1
+    # Serve's built-in request counter for the deployment, on the same endpoint.
+    assert any(
+        k.startswith("ray_serve_deployment_request_counter") and f"application={APP}" in k
+        for k in now
+    ), sorted({k.split("{")[0] for k in now})
 
 
 def test_log_and_monitor_after_shutdown(served):

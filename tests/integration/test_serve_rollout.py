@@ -139,7 +139,14 @@ def test_shadow_answers_are_logged_not_returned(rollout):
         assert r.status_code == 200, r.text
         body = r.json()
         assert (body["route"], body["model_version"]) == ("champion", "1")
-        assert set(body) == {"predictions", "model_version", "model_name", "route", "request_id"}
+        assert set(body) == {
+            "predictions",
+            "labels",
+            "model_version",
+            "model_name",
+            "route",
+            "request_id",
+        }
     shadow_uri = rollout["workdir"].resolve(card.deployment.rollout.shadow_log_uri)
     deadline = time.monotonic() + 30
     logged: Any = None
