@@ -56,7 +56,8 @@ def _setup(
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    return load_card(card_path, overrides or []), Workdir.of(workdir)
+    c = load_card(card_path, overrides or [])
+    return c, Workdir.for_card(c, workdir)  # --workdir, else MLSD_WORKDIR, else storage.uri
 
 
 def _emit(result: Any) -> None:

@@ -42,3 +42,8 @@ class RegistryError(MlsdError):
 
 class GateError(MlsdError):
     """Raised only when a caller asks promotion to be mandatory and the gate failed."""
+
+
+class StorageError(MlsdError):
+    """The workdir's storage (an ``s3://`` bucket, the tracking server) cannot be used, or a
+    path or URI tries to leave the folder it belongs to."""

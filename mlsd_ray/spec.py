@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mlsd_ray.errors import CardError
+from mlsd_ray.spec_cluster import Storage
 
 Category = Literal["binary", "multiclass", "regression"]
 FieldType = Literal["string", "text", "int", "float", "bool", "category"]
@@ -734,6 +735,7 @@ class DesignCard(_Strict):
     evaluation: Evaluation = Field(default_factory=Evaluation)
     deployment: Deployment = Field(default_factory=Deployment)
     monitoring: Monitoring = Field(default_factory=Monitoring)
+    storage: Storage = Field(default_factory=Storage)  # spec_cluster.py: workdir URI, tracking
 
     @model_validator(mode="after")
     def _inference_needs_a_transformer(self) -> DesignCard:

@@ -169,7 +169,7 @@ def train_models(card: DesignCard, workdir: Workdir, only: list[str] | None = No
             train,
             val,
             out_dir=workdir.root / "train" / spec.name,
-            storage_path=str(workdir.root / "ray_results"),
+            storage_path=workdir.ray_results_uri,
             workdir=workdir,
         )
         seconds = time.perf_counter() - started
@@ -200,7 +200,7 @@ def train_models(card: DesignCard, workdir: Workdir, only: list[str] | None = No
     for spec in specs:
         if spec.kind in LADDER_KINDS:
             fitted[spec.name] = fit_ladder(
-                spec, card, train, val, storage_path=workdir.root / "ray_results"
+                spec, card, train, val, storage_path=workdir.ray_results_uri
             )
 
     for name, (ref, params) in pending.items():
