@@ -395,6 +395,11 @@ def _champion_threshold(card: DesignCard, workdir: Workdir) -> float:
     return read_manifest(path).threshold
 
 
+from mlsd_ray import cli_cluster  # noqa: E402  (commands for clusters: mlflow-server)
+
+cli_cluster.register(app)
+
+
 def main() -> None:
     try:
         app()

@@ -159,3 +159,51 @@ def test_down_tracking_server_fails_before_work(tmp_path, monkeypatch) -> None:
     with pytest.raises(StorageError, match=r"MLflow tracking server .* is down"):
         pipeline.etl(card, Workdir(Path(tmp_path)))
     assert not (tmp_path / "etl_summary.json").exists()
+
+
+def _listeners() -> list[tuple[str, int, str]]:
+    """Listening TCP sockets of this process and everything it started (Ray, Serve, moto)."""
+    import psutil
+
+    me = psutil.Process()
+    pids = {me.pid} | {c.pid for c in me.children(recursive=True)}
+    out = []
+    for c in psutil.net_connections("inet"):
+        if c.status == psutil.CONN_LISTEN and c.pid in pids:
+            try:
+                name = psutil.Process(c.pid).name()
+            except psutil.Error:
+                name = "?"
+            out.append((c.laddr.ip, c.laddr.port, name))
+    return out
+
+
+def _loopback(ip: str) -> bool:
+    import ipaddress
+
+    addr = ipaddress.ip_address(ip)
+    mapped = getattr(addr, "ipv4_mapped", None)
+    return (mapped or addr).is_loopback
+
+
+def test_nothing_listens_beyond_loopback_after_run_and_serve(s3_run) -> None:
+    """After the pipeline (ETL, Ray Train, Ray Data, Serve) and `mlsd serve` of the champion,
+    GCS, raylet, agents, workers, the Serve proxy and replicas listen on loopback only."""
+    import httpx
+    from ray import serve
+
+    from mlsd_ray.serve.app import run_server
+
+    card, workdir, _result, _cache = s3_run
+    url = run_server(card, workdir)
+    try:
+        r = httpx.post(f"{url}/predict", json={"instances": ["a post"]}, timeout=60)
+        assert r.status_code == 200
+        found = _listeners()
+    finally:
+        serve.delete(card.name)
+    assert len(found) >= 5, found  # GCS, raylet, agents, workers, the proxy at least
+    names = {n for _ip, _port, n in found}
+    assert "gcs_server" in names and "raylet" in names, names
+    opened = [f for f in found if not _loopback(f[0])]
+    assert not opened, f"non-loopback listeners: {opened}"

@@ -72,7 +72,7 @@ def test_card_storage_section(tmp_path, monkeypatch) -> None:
 
 
 def test_card_storage_rejects_unknown_scheme_and_keys() -> None:
-    with pytest.raises(CardError, match="storage.uri"):
+    with pytest.raises(CardError, match=r"storage\.uri"):
         load_card(CARD, ["storage.uri=gs://bkt/x"])
-    with pytest.raises(CardError, match="storage.bucket"):
+    with pytest.raises(CardError, match=r"storage\.bucket"):
         load_card(CARD, ["storage.bucket=x"])
