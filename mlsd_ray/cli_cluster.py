@@ -12,6 +12,36 @@ import typer
 
 def register(app: typer.Typer) -> None:
     app.command("mlflow-server")(mlflow_server)
+    app.command("kuberay")(kuberay)
+
+
+def kuberay(
+    card: Annotated[Path, typer.Argument(help="Design card (YAML), as the cluster sees it.")],
+    workdir: Annotated[str, typer.Option(help="The shared workdir (s3://bucket/prefix).")],
+    out: Annotated[Path, typer.Option(help="Folder for the manifests.")] = Path("deploy/kuberay"),
+    image: str = "",
+    tracking_uri: Annotated[str, typer.Option(help="MLflow server the pods reach.")] = "",
+    s3_endpoint: Annotated[str, typer.Option(help="S3-compatible endpoint (empty: AWS).")] = "",
+    workers: int = 2,
+    set_: Annotated[list[str] | None, typer.Option("--set", "-s")] = None,
+) -> None:
+    """Write a RayJob (the pipeline) and a RayService (serveConfigV2 from the card)."""
+    from mlsd_ray import kuberay as kr
+    from mlsd_ray.spec import load_card
+
+    c = load_card(card, set_ or [])
+    paths = kr.write_manifests(
+        out,
+        c,
+        card.as_posix(),
+        workdir,
+        image=image or kr.DEFAULT_IMAGE,
+        tracking_uri=tracking_uri or None,
+        s3_endpoint=s3_endpoint or None,
+        workers=workers,
+    )
+    for p in paths:
+        typer.echo(str(p))
 
 
 def mlflow_server(
