@@ -57,7 +57,11 @@ def _setup(
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     c = load_card(card_path, overrides or [])
-    return c, Workdir.for_card(c, workdir)  # --workdir, else MLSD_WORKDIR, else storage.uri
+    w = Workdir.for_card(c, workdir)  # --workdir, else MLSD_WORKDIR, else storage.uri
+    from mlsd_ray.workspace import open_for_command
+
+    open_for_command(w)  # an s3:// workdir: checked, mirrored, published at exit
+    return c, w
 
 
 def _emit(result: Any) -> None:

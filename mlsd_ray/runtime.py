@@ -44,7 +44,16 @@ def ensure_ray(num_cpus: int | None = None) -> None:
     address = ray_address()
     log.info("connecting to Ray at %s", address or "a new local cluster")
     with loopback_only(address is None):
-        _init(ray, address, num_cpus, env)
+        try:
+            _init(ray, address, num_cpus, env)
+        except Exception as err:
+            # Under heavy load a fresh local node can miss Ray's start-up deadline ("timed out
+            # during startup": an agent wrote its port file too late); one more try.
+            if address is not None or "timed out during startup" not in str(err):
+                raise
+            log.warning("local Ray did not start in time (%s); trying once more", err)
+            ray.shutdown()
+            _init(ray, address, num_cpus, env)
 
 
 def _init(ray: Any, address: str | None, num_cpus: int | None, env: dict[str, str]) -> None:

@@ -122,10 +122,12 @@ def push(wd: Workdir, only: list[str] | None = None) -> dict[str, int]:
         now = {**{r: h for r, h in before.items() if r not in only}}
         now.update(_only_files(wd.root, only))
     changed = sorted((r for r, h in now.items() if before.get(r) != h), key=_manifest_last)
+    gone = [r for r in before if r not in now]
+    if not changed and not gone:
+        return {"uploaded": 0, "deleted": 0}
     for rel in changed:
         _upload(fs, wd.root / rel, f"{base}/{rel}")
     storage.write_json(storage.join(wd.uri, INDEX), {"files": now, "published_at": time.time()})
-    gone = [r for r in before if r not in now]
     for rel in gone:
         with contextlib.suppress(OSError):  # best effort: the index decides what exists
             fs.delete_file(f"{base}/{rel}")
@@ -225,6 +227,18 @@ def stage(wd: Workdir, name: str) -> Iterator[None]:
     finally:
         push(wd)
         log.debug("stage %s published to %s", name, wd.uri)
+
+
+def open_for_command(wd: Workdir) -> None:
+    """For a command outside the pipeline's stages (``mlsd online``, ``serve tune``, ...):
+    check and rebuild the mirror now, publish what the command wrote when the process exits."""
+    if not wd.remote:
+        return
+    import atexit
+
+    preflight(wd)
+    pull(wd)
+    atexit.register(push, wd)
 
 
 def synced(name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:

@@ -207,3 +207,16 @@ def test_nothing_listens_beyond_loopback_after_run_and_serve(s3_run) -> None:
     assert "gcs_server" in names and "raylet" in names, names
     opened = [f for f in found if not _loopback(f[0])]
     assert not opened, f"non-loopback listeners: {opened}"
+
+
+def test_cli_checks_the_bucket_before_work(s3_server, tmp_path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from mlsd_ray.cli import app
+
+    monkeypatch.setenv("MLSD_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    res = CliRunner().invoke(app, ["registry", str(CARD), "-w", "s3://no-such-bucket-mlsd/x"])
+    assert isinstance(res.exception, StorageError)
+    assert "no-such-bucket-mlsd" in str(res.exception) and "Fix:" in str(res.exception)
+    assert not (tmp_path / "workdirs").exists() or not any((tmp_path / "workdirs").iterdir())
