@@ -156,9 +156,13 @@ def pull(wd: Workdir, only: list[str] | None = None) -> dict[str, int]:
     for attempt in range(3):
         index = remote_index(wd)
         wanted = {r: h for r, h in index.items() if only is None or r in only}
-        have = local_files(wd.root) if only is None else _only_files(wd.root, list(wanted))
+        if only is None:  # the published folders, plus files published one by one (mlflow.db)
+            have = local_files(wd.root)
+            have.update(_only_files(wd.root, [r for r in wanted if not _mirrored(r)]))
+        else:
+            have = _only_files(wd.root, list(wanted))
         missing = [r for r, h in wanted.items() if have.get(r) != h]
-        stale = [r for r in have if r not in wanted] if only is None else []
+        stale = [r for r in have if r not in wanted and _mirrored(r)] if only is None else []
         try:
             for rel in missing:
                 _download(fs, f"{base}/{rel}", wd.root / rel, wanted[rel])

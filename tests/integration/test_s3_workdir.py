@@ -49,6 +49,7 @@ def s3_run(ray_cluster, s3_bucket, tmp_path_factory):
     mp.undo()
 
 
+@pytest.mark.slow
 def test_every_artifact_is_in_the_bucket(s3_run) -> None:
     _card, workdir, result, cache = s3_run
     assert workdir.remote and result["workdir"] == workdir.uri
@@ -73,6 +74,7 @@ def test_every_artifact_is_in_the_bucket(s3_run) -> None:
     assert workdir.root.is_relative_to(cache)
 
 
+@pytest.mark.slow
 def test_index_lists_every_published_file_with_its_hash(s3_run) -> None:
     _card, workdir, _result, _cache = s3_run
     index = workspace.remote_index(workdir)
@@ -85,6 +87,7 @@ def test_index_lists_every_published_file_with_its_hash(s3_run) -> None:
             assert hashlib.sha256(f.read()).hexdigest() == index[rel], rel
 
 
+@pytest.mark.slow
 def test_a_fresh_node_rebuilds_everything_from_the_bucket(s3_run, tmp_path, monkeypatch) -> None:
     """Another node (an empty cache): the stages after ETL run from the bucket alone."""
     card, workdir, result, _cache = s3_run
@@ -109,6 +112,7 @@ def test_a_fresh_node_rebuilds_everything_from_the_bucket(s3_run, tmp_path, monk
     )
 
 
+@pytest.mark.slow
 def test_lost_mirror_files_come_back_and_stale_ones_go(s3_run) -> None:
     _card, workdir, _result, _cache = s3_run
     shutil.rmtree(workdir.root / "models")
@@ -186,6 +190,7 @@ def _loopback(ip: str) -> bool:
     return (mapped or addr).is_loopback
 
 
+@pytest.mark.slow
 def test_nothing_listens_beyond_loopback_after_run_and_serve(s3_run) -> None:
     """After the pipeline (ETL, Ray Train, Ray Data, Serve) and `mlsd serve` of the champion,
     GCS, raylet, agents, workers, the Serve proxy and replicas listen on loopback only."""

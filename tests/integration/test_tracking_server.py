@@ -72,6 +72,7 @@ def _package(path: Path) -> Path:
     return save_package(model, path, manifest)
 
 
+@pytest.mark.slow
 def test_registry_through_the_server(server, tmp_path, monkeypatch) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("MLSD_CACHE_DIR", str(tmp_path / "node-b"))
@@ -136,6 +137,7 @@ def test_open_host_without_credentials_is_refused(tmp_path, monkeypatch) -> None
     assert not (tmp_path / "server.log").exists()  # refused before anything started
 
 
+@pytest.mark.slow
 def test_basic_auth_server_requires_credentials(s3_bucket, tmp_path, monkeypatch) -> None:
     if not _postgres_up():
         pytest.skip("PostgreSQL is not listening on 127.0.0.1:5432")
