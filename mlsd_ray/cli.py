@@ -23,6 +23,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
+from mlsd_ray.cli_lineage import lineage_command
 from mlsd_ray.errors import MlsdError
 from mlsd_ray.settings import DEFAULT_WORKDIR, Workdir
 from mlsd_ray.spec import DesignCard, load_card
@@ -399,7 +400,9 @@ def _champion_threshold(card: DesignCard, workdir: Workdir) -> float:
     return read_manifest(path).threshold
 
 
-from mlsd_ray import cli_cluster  # noqa: E402  (commands for clusters: mlflow-server)
+app.command("lineage")(lineage_command)
+
+from mlsd_ray import cli_cluster  # noqa: E402  (commands for clusters: mlflow-server, kuberay)
 
 cli_cluster.register(app)
 

@@ -58,7 +58,10 @@ def test_every_artifact_is_in_the_bucket(s3_run) -> None:
         assert f"{stage}_summary.json" in keys, stage
     assert "data/manifest.json" in keys
     for split in ("train", "validation", "test"):
-        assert any(k.startswith(f"data/{split}/") and k.endswith(".parquet") for k in keys), split
+        assert any(
+            k.startswith("data/") and f"/{split}/" in f"/{k}" and k.endswith(".parquet")
+            for k in keys
+        ), split
     for name in ("tfidf_logreg", "minilm"):
         assert f"models/{name}/mlsd_model.json" in keys
     assert "reports/evaluation/report.json" in keys
