@@ -58,7 +58,12 @@ def _setup(
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    return load_card(card_path, overrides or []), Workdir.of(workdir)
+    c = load_card(card_path, overrides or [])
+    w = Workdir.for_card(c, workdir)  # --workdir, else MLSD_WORKDIR, else storage.uri
+    from mlsd_ray.workspace import open_for_command
+
+    open_for_command(w)  # an s3:// workdir: checked, mirrored, published at exit
+    return c, w
 
 
 def _emit(result: Any) -> None:
@@ -397,6 +402,10 @@ def _champion_threshold(card: DesignCard, workdir: Workdir) -> float:
 
 
 app.command("lineage")(lineage_command)
+
+from mlsd_ray import cli_cluster  # noqa: E402  (commands for clusters: mlflow-server, kuberay)
+
+cli_cluster.register(app)
 
 
 def _register_validate() -> None:

@@ -63,3 +63,8 @@ class BadRequest(MlsdError, ValueError):
 
     def __reduce__(self) -> tuple[type, tuple[int, str, str]]:  # type: ignore[override]
         return type(self), (self.status_code, self.reason, self.fix)
+
+
+class StorageError(MlsdError):
+    """The workdir's storage (an ``s3://`` bucket, the tracking server) cannot be used, or a
+    path or URI tries to leave the folder it belongs to."""

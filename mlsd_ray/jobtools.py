@@ -34,7 +34,7 @@ def job_main(
     )
     try:
         card = load_card(args.card, args.overrides)
-        result = stage(card, Workdir.of(args.workdir))
+        result = stage(card, Workdir.for_card(card, args.workdir))
     except MlsdError as err:
         log.error("%s", err)
         return 2

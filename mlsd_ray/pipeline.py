@@ -19,10 +19,12 @@ from mlsd_ray.evaluate.report import write_markdown
 from mlsd_ray.models.package import read_manifest
 from mlsd_ray.settings import Workdir
 from mlsd_ray.spec import DesignCard
+from mlsd_ray.workspace import push, synced
 
 log = logging.getLogger(__name__)
 
 
+@synced("etl")  # a remote workdir: check, mirror, publish
 def etl(card: DesignCard, workdir: Workdir) -> dict[str, Any]:
     from mlsd_ray.data.etl import run_etl
     from mlsd_ray.lineage import prune_data_versions
@@ -33,18 +35,21 @@ def etl(card: DesignCard, workdir: Workdir) -> dict[str, Any]:
     return out
 
 
+@synced("train")
 def train(card: DesignCard, workdir: Workdir, only: list[str] | None = None) -> dict[str, Any]:
     from mlsd_ray.train.stage import train_models
 
     return train_models(card, workdir, only=only)
 
 
+@synced("evaluate")
 def evaluate(card: DesignCard, workdir: Workdir) -> dict[str, Any]:
     from mlsd_ray.evaluate.stage import evaluate_models
 
     return evaluate_models(card, workdir)
 
 
+@synced("register")
 def register(
     card: DesignCard, workdir: Workdir, report: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -132,6 +137,7 @@ def _lineage_tags(card: DesignCard, metadata: dict[str, Any], out_dir: Path) -> 
     return tags
 
 
+@synced("serve")
 def serve_and_probe(card: DesignCard, workdir: Workdir, n_requests: int = 1) -> dict[str, Any]:
     """Serve the champion over HTTP, answer ``n_requests`` real requests built from the test
     split, then shut the app down (which flushes the prediction log)."""
@@ -159,6 +165,7 @@ def serve_and_probe(card: DesignCard, workdir: Workdir, n_requests: int = 1) -> 
     return result
 
 
+@synced("monitor")
 def monitor(card: DesignCard, workdir: Workdir) -> dict[str, Any]:
     from mlsd_ray.monitor.stage import run_monitor
 
@@ -180,7 +187,7 @@ def run_pipeline(
             ("serve", lambda: serve_and_probe(card, workdir, serve_requests)),
             ("monitor", lambda: monitor(card, workdir)),
         ]
-    results: dict[str, Any] = {"card": card.name, "workdir": str(workdir.root), "seconds": {}}
+    results: dict[str, Any] = {"card": card.name, "workdir": workdir.uri, "seconds": {}}
     for name, fn in stages:
         t0 = time.perf_counter()
         log.info("stage %s: started", name)
@@ -191,4 +198,5 @@ def run_pipeline(
             break
     results["report"] = str(workdir.reports / "evaluation" / "report.md")
     storage.write_json(str(workdir.summary_path("pipeline")), results)
+    push(workdir)
     return results

@@ -8,6 +8,7 @@ to a sqlite file in the workdir, with artifacts beside it.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlsd_ray import storage
 from mlsd_ray.errors import RegistryError
 from mlsd_ray.settings import Workdir
 from mlsd_ray.spec import DesignCard
@@ -49,6 +51,13 @@ def _client(workdir: Workdir) -> MlflowClient:
 
     workdir.root.mkdir(parents=True, exist_ok=True)
     uri = workdir.tracking_uri
+    endpoint = os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:  # MLflow's S3 artifact store reads its own variable
+        os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", endpoint)
+    if _mirrored_store(workdir):
+        from mlsd_ray.workspace import pull
+
+        pull(workdir, only=[STORE_FILE])
     # set_tracking_uri also exports MLFLOW_TRACKING_URI, which Workdir.tracking_uri honours as
     # the user's choice: leave the variable as the user set it, or a second workdir in this
     # process would silently write to the first one's store.
@@ -61,14 +70,37 @@ def _client(workdir: Workdir) -> MlflowClient:
     return mlflow.MlflowClient(tracking_uri=uri)
 
 
+STORE_FILE = "mlflow.db"
+
+
+def _mirrored_store(workdir: Workdir) -> bool:
+    """A remote workdir without a tracking server keeps its sqlite store in the bucket; the
+    node works on a copy, fetched before use and published after each change (one writer at
+    a time: use `mlsd mlflow-server` when several runs register at once)."""
+    return workdir.remote and workdir.tracking_uri.startswith("sqlite:")
+
+
+def _publish(workdir: Workdir) -> None:
+    if _mirrored_store(workdir):
+        from mlsd_ray.workspace import push
+
+        push(workdir, only=[STORE_FILE])
+
+
 def _experiment_id(client: MlflowClient, card: DesignCard, workdir: Workdir) -> str:
     exp = client.get_experiment_by_name(card.name)
     if exp is not None:
         return str(exp.experiment_id)
     # Keep artifacts inside the workdir, not in ./mlruns of wherever the process started.
-    return str(
-        client.create_experiment(card.name, artifact_location=Path(workdir.artifact_root).as_uri())
-    )
+    where = workdir.artifact_root
+    if _is_server(workdir.tracking_uri) and not workdir.remote:
+        where = ""  # the server's own --artifacts-destination (S3), reachable from every node
+    location = where if "://" in where or not where else Path(where).as_uri()
+    return str(client.create_experiment(card.name, artifact_location=location or None))
+
+
+def _is_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
 
 
 @contextmanager
@@ -118,6 +150,7 @@ def log_and_register(
         name, source=source, run_id=run_id, tags={"mlsd.model_name": model_name, **(tags or {})}
     )
     log.info("registered %s version %s (%s)", name, mv.version, model_name)
+    _publish(workdir)
     return _info(client, name, str(mv.version))
 
 
@@ -151,6 +184,7 @@ def set_alias(card: DesignCard, workdir: Workdir, alias: str, version: str) -> N
     client.set_registered_model_alias(card.registered_model_name, alias, version)
     client.set_model_version_tag(card.registered_model_name, version, f"mlsd.was_{alias}", "true")
     log.info("alias %s -> %s version %s", alias, card.registered_model_name, version)
+    _publish(workdir)
 
 
 def _require_version(client: MlflowClient, card: DesignCard, version: str) -> None:
@@ -194,18 +228,75 @@ def fetch_model(card: DesignCard, workdir: Workdir, alias: str = CHAMPION) -> tu
             f"({workdir.tracking_uri})",
             fix="run `mlsd run CARD` (or `mlsd promote`) with the same --workdir first",
         ) from None
-    target = workdir.root / "registry_cache" / name / str(mv.version)
+    source = str(mv.source)
+    if workdir.remote:  # a node-local cache, keyed by the (immutable) artifact location
+        target = _cached_package(workdir.cache, source)
+    else:
+        target = workdir.root / "registry_cache" / name / str(mv.version)
     if not (target / "mlsd_model.json").is_file():
-        tmp = target.with_name(target.name + ".partial")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        mlflow.artifacts.download_artifacts(
-            run_id=mv.run_id, artifact_path=MODEL_ARTIFACT, dst_path=str(tmp)
+        _download(
+            lambda dst: mlflow.artifacts.download_artifacts(
+                run_id=mv.run_id, artifact_path=MODEL_ARTIFACT, dst_path=dst
+            ),
+            target,
         )
-        shutil.rmtree(target, ignore_errors=True)
-        (tmp / MODEL_ARTIFACT).rename(target)
-        shutil.rmtree(tmp, ignore_errors=True)
+    # Where the package came from, so a Serve replica on another node can fetch it itself.
+    storage.write_json(
+        str(target.with_name(target.name + ".source.json")),
+        {"uri": source, "tracking_uri": workdir.tracking_uri},
+    )
     return str(mv.version), target
+
+
+def _cached_package(cache: Path, source: str) -> Path:
+    return cache / "packages" / hashlib.sha256(source.encode()).hexdigest()[:24]
+
+
+def _download(fetch: Any, target: Path) -> None:
+    """Download into a sibling folder, then rename: a package appears whole or not at all."""
+    tmp = target.with_name(f"{target.name}.{os.getpid()}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        got = Path(fetch(str(tmp)))
+        shutil.rmtree(target, ignore_errors=True)
+        got.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def package_source(package: Path) -> dict[str, str] | None:
+    """The registry location ``fetch_model`` recorded for a cached package (None: not one)."""
+    sidecar = package.with_name(package.name + ".source.json")
+    return storage.read_json(str(sidecar)) if sidecar.is_file() else None
+
+
+def localize(model_dir: str | Path, source: dict[str, str] | None = None) -> Path:
+    """A package folder usable on this node: ``model_dir`` when this node has it, else the
+    registry's copy of ``source`` downloaded into this node's cache (``MLSD_CACHE_DIR``).
+
+    A Serve replica calls this: the driver's ``model_dir`` exists only on the driver's node."""
+    path = Path(model_dir)
+    if (path / "mlsd_model.json").is_file() or not source:
+        return path
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+
+    from mlsd_ray.settings import cache_dir
+
+    endpoint = os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", endpoint)
+    target = _cached_package(cache_dir(), source["uri"])
+    if not (target / "mlsd_model.json").is_file():
+        log.info("fetching package %s into %s", source["uri"], target)
+        _download(
+            lambda dst: mlflow.artifacts.download_artifacts(
+                artifact_uri=source["uri"], dst_path=dst, tracking_uri=source.get("tracking_uri")
+            ),
+            target,
+        )
+    return target
 
 
 def rollback(card: DesignCard, workdir: Workdir, alias: str = CHAMPION) -> VersionInfo:
@@ -240,6 +331,7 @@ def attach_model_card(card: DesignCard, workdir: Workdir, version: str, path: Pa
     client.update_model_version(
         card.registered_model_name, version, description=Path(path).read_text()[:5000]
     )
+    _publish(workdir)
 
 
 def metric_intervals(info: VersionInfo) -> dict[str, dict[str, float | None]]:
@@ -343,6 +435,7 @@ def log_tuning(
         )
         client.set_terminated(child.info.run_id, "FAILED" if trial["status"] == "error" else None)
     client.set_terminated(pid)
+    _publish(workdir)
     log.info("logged tuning %s: parent run %s with %d trials", run_name, pid, len(trials))
     return str(pid)
 

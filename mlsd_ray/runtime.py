@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 from mlsd_ray.settings import ray_address
 
@@ -19,6 +22,10 @@ FORWARDED_ENV = (
     "TRANSFORMERS_OFFLINE",
     "MLFLOW_DISABLE_TELEMETRY",
     "MLFLOW_TRACKING_URI",
+    "MLFLOW_S3_ENDPOINT_URL",
+    "MLFLOW_TRACKING_USERNAME",  # a tracking server with basic auth; never logged
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLSD_CACHE_DIR",
     "TOKENIZERS_PARALLELISM",
     "PGPASSWORD",  # database sources; never logged
 )
@@ -36,6 +43,20 @@ def ensure_ray(num_cpus: int | None = None) -> None:
     env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
     address = ray_address()
     log.info("connecting to Ray at %s", address or "a new local cluster")
+    with loopback_only(address is None):
+        try:
+            _init(ray, address, num_cpus, env)
+        except Exception as err:
+            # Under heavy load a fresh local node can miss Ray's start-up deadline ("timed out
+            # during startup": an agent wrote its port file too late); one more try.
+            if address is not None or "timed out during startup" not in str(err):
+                raise
+            log.warning("local Ray did not start in time (%s); trying once more", err)
+            ray.shutdown()
+            _init(ray, address, num_cpus, env)
+
+
+def _init(ray: Any, address: str | None, num_cpus: int | None, env: dict[str, str]) -> None:
     ray.init(
         address=address,
         num_cpus=None if address else num_cpus,
@@ -44,3 +65,34 @@ def ensure_ray(num_cpus: int | None = None) -> None:
         log_to_driver=True,
         ignore_reinit_error=True,
     )
+
+
+@contextmanager
+def loopback_only(active: bool = True) -> Iterator[None]:
+    """While active, a Ray started here (one node, nobody else joins) listens on 127.0.0.1 only.
+
+    Ray picks the node's routable address for GCS, raylet, agents and worker ports unless
+    "clusters are disabled" (its Windows/macOS default): then every listener is on loopback.
+    The processes started by ``ray.init`` inherit the variable; it is removed afterwards so a
+    later ``ray start`` from this process (a worker node) is not refused. A cluster node is
+    started with ``ray start --node-ip-address`` instead (docs/cluster.md)."""
+    if not active:
+        yield
+        return
+    from ray._private import ray_constants
+
+    before_env = os.environ.get(_CLUSTERS_VAR)
+    before = ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[_CLUSTERS_VAR] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before
+        if before_env is None:
+            os.environ.pop(_CLUSTERS_VAR, None)
+        else:
+            os.environ[_CLUSTERS_VAR] = before_env
+
+
+_CLUSTERS_VAR = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from mlsd_ray.errors import CardError
 from mlsd_ray.models.kinds import KIND_NAMES, KINDS, check_params
+from mlsd_ray.spec_cluster import Storage
 from mlsd_ray.tasks import TASK_NAMES, TASKS
 
 #: Every task, from the table of tasks (mlsd_ray.tasks).
@@ -815,6 +816,7 @@ class DesignCard(_Strict):
     evaluation: Evaluation = Field(default_factory=Evaluation)
     deployment: Deployment = Field(default_factory=Deployment)
     monitoring: Monitoring = Field(default_factory=Monitoring)
+    storage: Storage = Field(default_factory=Storage)  # spec_cluster.py: workdir URI, tracking
 
     @model_validator(mode="after")
     def _inference_needs_a_transformer(self) -> DesignCard:

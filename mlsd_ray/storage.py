@@ -8,16 +8,66 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import uuid
 from typing import Any
 
 import pyarrow.fs as pafs
+
+from mlsd_ray.errors import StorageError
+
+# S3 bucket naming rules (lower case, digits, dots, hyphens; 3-63 characters).
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 
 
 def is_remote(uri: str) -> bool:
     return uri.startswith("s3://")
 
 
-def s3_filesystem() -> pafs.S3FileSystem:
+def _bad_part(part: str) -> bool:
+    return part in ("..", ".") or "\\" in part or "\x00" in part
+
+
+def check_uri(uri: str) -> str:
+    """Refuse an ``s3://`` URI that is malformed or walks out of its prefix (``..``)."""
+    if not is_remote(uri):
+        return uri
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    if not _BUCKET.match(bucket):
+        raise StorageError(
+            f"Bad S3 URI {uri!r}: {bucket!r} is not a bucket name.",
+            fix="write s3://bucket/prefix with a bucket of 3-63 lower-case letters, digits, "
+            "dots or hyphens",
+        )
+    if any(_bad_part(p) for p in key.split("/")):
+        raise StorageError(
+            f"Refused S3 URI {uri!r}: it has a '.' or '..' segment (or a backslash).",
+            why="such a key could reach objects outside the workdir's prefix",
+            fix="use a plain prefix such as s3://bucket/team/system",
+        )
+    return uri
+
+
+def safe_join(base: str, *names: str) -> str:
+    """``base/names...`` where each name is a plain relative path that stays inside ``base``.
+
+    Artifact names come from cards, requests and registry tags: a ``../`` or an absolute name
+    must not reach files elsewhere, locally or in the bucket."""
+    for name in names:
+        parts = str(name).replace("\\", "/").split("/")
+        if not name or str(name).startswith("/") or any(_bad_part(p) or p == "" for p in parts):
+            raise StorageError(
+                f"Refused artifact name {name!r} under {base!r}: it is empty, absolute or "
+                "has a '.' or '..' segment.",
+                why="an artifact name must stay inside its folder (path traversal)",
+                fix="use a plain name such as 'minilm' or 'reports/evaluation'",
+            )
+    return join(base, *names) if is_remote(base) else os.path.join(base, *names)
+
+
+def s3_filesystem(**extra: Any) -> pafs.S3FileSystem:
+    """The S3 filesystem for the environment's endpoint and credentials; ``extra`` are more
+    ``pafs.S3FileSystem`` options (timeouts, retry strategy)."""
     endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
     kwargs: dict[str, Any] = {"region": os.environ.get("AWS_DEFAULT_REGION", "us-east-1")}
     if endpoint:
@@ -28,13 +78,13 @@ def s3_filesystem() -> pafs.S3FileSystem:
         kwargs.update(access_key=key, secret_key=secret)
     else:
         kwargs["anonymous"] = True
-    return pafs.S3FileSystem(**kwargs)
+    return pafs.S3FileSystem(**kwargs, **extra)
 
 
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     """(filesystem, path inside it) for a local path or an ``s3://`` URI."""
     if is_remote(uri):
-        return s3_filesystem(), uri[len("s3://") :]
+        return s3_filesystem(), check_uri(uri)[len("s3://") :]
     return pafs.LocalFileSystem(), os.path.abspath(uri)
 
 
@@ -59,12 +109,17 @@ def delete_dir(uri: str) -> None:
 
 
 def write_text(uri: str, text: str) -> None:
+    """Write a whole file: an S3 object appears only once complete; a local file is written
+    beside its target and renamed over it, so a reader never sees half of it."""
     fs, path = filesystem(uri)
     parent = path.rsplit("/", 1)[0]
     if parent:
         fs.create_dir(parent, recursive=True)
-    with fs.open_output_stream(path) as f:
+    target = path if is_remote(uri) else f"{path}.{uuid.uuid4().hex[:8]}.partial"
+    with fs.open_output_stream(target) as f:
         f.write(text.encode("utf-8"))
+    if target != path:
+        os.replace(target, path)
 
 
 def read_text(uri: str) -> str:
@@ -79,3 +134,15 @@ def write_json(uri: str, obj: Any) -> None:
 
 def read_json(uri: str) -> Any:
     return json.loads(read_text(uri))
+
+
+def ray_storage(storage_path: str | None) -> dict[str, Any]:
+    """Ray Train/Tune ``RunConfig`` storage arguments for a local folder or ``s3://`` URI: an
+    S3-compatible endpoint needs an explicit pyarrow filesystem (Ray's own would miss
+    ``AWS_ENDPOINT_URL``)."""
+    if storage_path is None:
+        return {}
+    if is_remote(storage_path):
+        fs, path = filesystem(storage_path)
+        return {"storage_path": path, "storage_filesystem": fs}
+    return {"storage_path": storage_path}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -52,13 +53,22 @@ class ModelManifest(BaseModel):
 
 
 def save_package(model: Model, path: str | Path, manifest: ModelManifest) -> Path:
-    """Write ``model`` and its manifest to ``path`` (replacing what was there)."""
+    """Write ``model`` and its manifest to ``path`` (replacing what was there).
+
+    Written into a sibling folder first and renamed into place, so a reader (or a publish of
+    the workdir) never sees half a package."""
     path = Path(path)
-    if path.exists():
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
-    model.save(path)
-    (path / MANIFEST).write_text(manifest.model_dump_json(indent=2))
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        model.save(tmp)
+        (tmp / MANIFEST).write_text(manifest.model_dump_json(indent=2))
+        if path.exists():
+            shutil.rmtree(path)
+        tmp.rename(path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     log.info("saved %s model %r to %s", manifest.kind, manifest.name, path)
     return path
 

@@ -127,9 +127,13 @@ def resolve_model(
 
 def model_user_config(card: DesignCard, version: str | None, package: Path) -> dict[str, Any]:
     """What a ``ModelServer`` replica serves; a change is applied in place (``reconfigure``)."""
+    from mlsd_ray.registry import package_source
+
     b = card.deployment.batching
     return {
         "model_dir": str(package),
+        # A replica on another node fetches the package from the registry (registry.localize).
+        "source": package_source(package),
         "version": version,
         "max_batch_size": b.max_batch_size,
         "batch_wait_timeout_s": b.batch_wait_timeout_s,
@@ -269,7 +273,9 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     """Serve application builder: ``args`` are ``ServeArgs`` fields (card path, workdir, ...)."""
     parsed = args if isinstance(args, ServeArgs) else ServeArgs.model_validate(args)
     card = load_card(parsed.card, overrides=parsed.overrides)
-    return build_application(card, Workdir.of(parsed.workdir), parsed.alias, parsed.model_dir)
+    return build_application(
+        card, Workdir.for_card(card, parsed.workdir), parsed.alias, parsed.model_dir
+    )
 
 
 def base_url(host: str, port: int, route_prefix: str) -> str:

@@ -44,7 +44,10 @@ class BatchedModel:
         batcher = cast(Any, self._predict_batch)  # @serve.batch adds these setters
         batcher.set_max_batch_size(int(config["max_batch_size"]))
         batcher.set_batch_wait_timeout_s(float(config["batch_wait_timeout_s"]))
-        wanted = (str(config["model_dir"]), config.get("version"), config.get("inference"))
+        from mlsd_ray.registry import localize  # the driver's folder, or a registry download
+
+        model_dir = await asyncio.to_thread(localize, config["model_dir"], config.get("source"))
+        wanted = (str(model_dir), config.get("version"), config.get("inference"))
         if wanted != self._loaded:
             # Loaded off the event loop: requests keep being answered by the old model until
             # the new one is ready, then a single assignment swaps them.

@@ -177,7 +177,7 @@ def fit_cnn(
         params,
         train,
         val,
-        str(workdir.root / "ray_results"),
+        workdir.ray_results_uri,
         f"{card.name}-{spec.name}-{stamp}",
     )
     seconds = time.perf_counter() - started

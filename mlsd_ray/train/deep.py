@@ -56,7 +56,7 @@ def fit_deep(
     inputs = card.feature_names
     params = deep_params(spec, card)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    storage = str(workdir.root / "ray_results")
+    storage = workdir.ray_results_uri
     started = time.perf_counter()
     extra: dict[str, Any] = {}
     if spec.tuning is not None:
@@ -99,7 +99,7 @@ def tune_spec(
         spec.tuning,
         params,
         data,
-        str(workdir.root / "ray_results"),
+        workdir.ray_results_uri,
         name,
         where=f"models.{spec.name}.tuning",
     )

@@ -35,6 +35,7 @@ from mlsd_ray.models.gbdt import (
     xgb_boost,
     xgb_params,
 )
+from mlsd_ray.storage import ray_storage
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +227,7 @@ def train_gbdt(
         "scaling_config": ScalingConfig(
             num_workers=num_workers, resources_per_worker={"CPU": cpus_per_worker}
         ),
-        "run_config": RunConfig(name=name, storage_path=storage_path),
+        "run_config": RunConfig(name=name, **ray_storage(storage_path)),
         "datasets": datasets,
         # Each worker boosts on its share of train; validation is split too, and the libraries'
         # collectives combine the per-worker metrics.

@@ -75,12 +75,9 @@ def train_worker(config: dict[str, Any]) -> None:
 
 def storage_args(storage_path: str) -> dict[str, Any]:
     """RunConfig storage arguments; an S3-compatible endpoint needs an explicit filesystem."""
-    from mlsd_ray.storage import filesystem, is_remote
+    from mlsd_ray.storage import ray_storage
 
-    if is_remote(storage_path):
-        fs, path = filesystem(storage_path)
-        return {"storage_path": path, "storage_filesystem": fs}
-    return {"storage_path": storage_path}
+    return ray_storage(storage_path)
 
 
 def run_trainer(

@@ -91,7 +91,7 @@ def fit_transformer(
         train,
         val,
         out_dir=workdir.root / "train" / spec.name,
-        storage_path=str(workdir.root / "ray_results"),
+        storage_path=workdir.ray_results_uri,
         workdir=workdir,
     )
     metrics = model.train_metrics_
@@ -138,7 +138,7 @@ def fit_gbdt(
             num_workers=spec.trainer.num_workers,
             cpus_per_worker=spec.trainer.cpus_per_worker,
             name=f"{card.name}-{spec.name}",
-            storage_path=str(workdir.root / "ray_results"),
+            storage_path=workdir.ray_results_uri,
         )
     else:  # debugging, tests
         model = get_kind(spec.kind).model_class()(inputs, **params)
