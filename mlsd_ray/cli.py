@@ -9,20 +9,28 @@
     mlsd predict CARD --input URI   offline batch prediction on Ray Data, Parquet out
 
 Every command takes ``--workdir DIR`` and any number of ``--set KEY=VALUE`` card overrides.
+The console stays quiet: stage lines, bars, the summary; Ray's and the libraries' logs go to
+WORKDIR/logs/ (``-v`` shows them, ``-vv`` adds DEBUG). Exit codes: 0 ok, 1 failure, 2 bad card
+or input, 3 the evaluation gate refused the candidate.
+
+Adding a command: write it in its own module and register it here in a line or two, e.g.
+``app.command("init")(init_cmd.init)``; call ``_setup`` (card + workdir) or
+``console.setup`` (no card) first so that logging and errors look like the rest.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
 from typer.core import TyperGroup
 
+from mlsd_ray import console
 from mlsd_ray.errors import MlsdError
 from mlsd_ray.settings import DEFAULT_WORKDIR, Workdir
 from mlsd_ray.spec import DesignCard, load_card
@@ -43,20 +51,32 @@ SetOpt = Annotated[
 ]
 
 
+_verbosity = 0
+
+
+@app.callback()
+def _options(
+    verbose: Annotated[
+        int,
+        typer.Option(
+            "--verbose", "-v", count=True, help="-v: every library's logs; -vv: DEBUG as well."
+        ),
+    ] = 0,
+) -> None:
+    global _verbosity
+    _verbosity = max(verbose, _verbosity)
+
+
 def _setup(
     card_path: Path, workdir: Path, overrides: list[str] | None
 ) -> tuple[DesignCard, Workdir]:
-    logging.basicConfig(
-        level=os.environ.get("MLSD_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for noisy in ("urllib3", "httpx", "filelock", "alembic", "mlflow"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    w = Workdir.of(workdir)
+    console.setup(w.root, _verbosity or int(os.environ.get("MLSD_VERBOSITY", "0")))
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    return load_card(card_path, overrides or []), Workdir.of(workdir)
+    return load_card(card_path, overrides or []), w
 
 
 def _emit(result: Any) -> None:
@@ -77,17 +97,30 @@ def run(
     """Run every stage: ETL, verification, training, evaluation, gate + registry, serving
     (answering real HTTP requests) and drift monitoring."""
     from mlsd_ray.pipeline import run_pipeline
+    from mlsd_ray.runtime import check_port_free, ray_address
 
     c, w = _setup(card, workdir, set_)
+    if serve_requests > 0 and not ray_address():  # fail before minutes of training
+        check_port_free(c.deployment.host, c.deployment.port)
     result = run_pipeline(c, w, serve_requests=serve_requests)
     reg = result["register"]
-    typer.echo(f"\nStage seconds: {result['seconds']}")
-    typer.echo(reg["summary"])
+    lines = [("Model", reg["summary"])]
     if result.get("serve"):
-        typer.echo(f"Served answer: {json.dumps(result['serve']['first_answer'])}")
-    typer.echo(f"Report: {result['report']}")
+        answer = result["serve"]["first_answer"] or {}
+        shown = {k: answer[k] for k in ("predictions", "labels", "model_version") if k in answer}
+        if isinstance(shown.get("predictions"), list):
+            shown["predictions"] = [_short(p) for p in shown["predictions"]]
+        lines.append(("Served", json.dumps(shown, default=str)[:160]))
+    lines.append(("Report", str(result["report"])))
     if result.get("monitor"):
-        typer.echo(f"Drift report: {result['monitor'].get('report_md', '')}")
+        lines.append(("Drift", str(result["monitor"].get("report_md", ""))))
+    console.done(lines)
+    if not reg["promoted"]:
+        raise typer.Exit(3)
+
+
+def _short(value: Any) -> Any:
+    return round(value, 3) if isinstance(value, float) else value
 
 
 @app.command()
@@ -146,10 +179,14 @@ def evaluate(
 def register(
     card: CardArg, workdir: WorkdirOpt = Path(DEFAULT_WORKDIR), set_: SetOpt = None
 ) -> None:
-    """Register the evaluated candidate; move `champion` only if the gate passed."""
+    """Register the evaluated candidate; move `champion` only if the gate passed (exit 3 if
+    it did not)."""
     from mlsd_ray import pipeline
 
-    _emit(pipeline.register(*_setup(card, workdir, set_)))
+    result = pipeline.register(*_setup(card, workdir, set_))
+    _emit(result)
+    if not result["promoted"]:
+        raise typer.Exit(3)
 
 
 class _DefaultToRun(TyperGroup):
@@ -178,9 +215,12 @@ def serve(
     alias: str | None = None,
 ) -> None:
     """Serve the model behind the alias over HTTP until interrupted (Ctrl-C)."""
+    from mlsd_ray.runtime import check_port_free, ray_address
     from mlsd_ray.serve.app import run_server
 
     c, w = _setup(card, workdir, set_)
+    if not ray_address():
+        check_port_free(c.deployment.host, c.deployment.port)
     typer.echo(f"serving {c.name} on {c.deployment.host}:{c.deployment.port}; Ctrl-C to stop")
     # Blocking: on Ctrl-C the app is deleted gracefully, which flushes the prediction log.
     run_server(c, w, alias=alias, blocking=True)
@@ -394,12 +434,26 @@ def _champion_threshold(card: DesignCard, workdir: Workdir) -> float:
     return read_manifest(path).threshold
 
 
+VERBOSE_FLAGS = {"-v": 1, "--verbose": 1, "-vv": 2, "-vvv": 2}
+
+
 def main() -> None:
+    """The ``mlsd`` entry point: -v anywhere on the line, errors as one block, exit codes."""
+    global _verbosity
+    args = sys.argv[1:]
+    _verbosity = sum(VERBOSE_FLAGS.get(a, 0) for a in args)
+    console.capture_fds = True  # only the real command points fd 2 at the log file
     try:
-        app()
-    except MlsdError as err:
-        typer.echo(f"error: {err}", err=True)
+        app(args=[a for a in args if a not in VERBOSE_FLAGS], standalone_mode=False)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as err:  # a usage mistake: a missing argument, a bad option
+        err.show()
         sys.exit(2)
+    except (MlsdError, Exception) as err:
+        sys.exit(console.show_error(err))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ from typing import Any
 import httpx
 import numpy as np
 
+from mlsd_ray import progress
+
 log = logging.getLogger(__name__)
 
 DEFAULT_INSTANCES = [
@@ -67,11 +69,13 @@ async def _run(
                 log.debug("request %d failed: %s", i, err)
                 continue
             latencies.append((time.perf_counter() - t0) * 1000)
+            bar.advance(1, p50_ms=round(float(np.median(latencies)), 1))
 
-    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker(client) for _ in range(clients)))
-        elapsed = time.perf_counter() - t0
+    with progress.task(f"load test {clients} clients", total=requests, unit="requests") as bar:
+        async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+            t0 = time.perf_counter()
+            await asyncio.gather(*(worker(client) for _ in range(clients)))
+            elapsed = time.perf_counter() - t0
     lat = np.asarray(latencies)
     return {
         "clients": clients,

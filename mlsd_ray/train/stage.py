@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mlsd_ray import progress
 from mlsd_ray.data.etl import dataset_version
 from mlsd_ray.errors import CardError, DataError
 from mlsd_ray.models.base import Model, load_model_class
@@ -188,7 +189,8 @@ def train_models(card: DesignCard, workdir: Workdir, only: list[str] | None = No
         if spec.kind == "mlp":
             from mlsd_ray.train.deep import fit_deep
 
-            mlp, mlp_params, seconds, extra = fit_deep(spec, card, train, val, workdir)
+            with progress.task(f"train {spec.name}"):
+                mlp, mlp_params, seconds, extra = fit_deep(spec, card, train, val, workdir)
             auc = None
             if not mlp.is_regressor:
                 auc = roc_auc(val[LABEL].to_numpy(), mlp.predict_proba(val[inputs]))
@@ -199,12 +201,14 @@ def train_models(card: DesignCard, workdir: Workdir, only: list[str] | None = No
 
     for spec in specs:
         if spec.kind in LADDER_KINDS:
-            fitted[spec.name] = fit_ladder(
-                spec, card, train, val, storage_path=workdir.root / "ray_results"
-            )
+            with progress.task(f"train {spec.name}"):
+                fitted[spec.name] = fit_ladder(
+                    spec, card, train, val, storage_path=workdir.root / "ray_results"
+                )
 
     for name, (ref, params) in pending.items():
-        model, seconds, auc = ray.get(ref)
+        with progress.task(f"train {name}"):
+            model, seconds, auc = ray.get(ref)
         fitted[name] = (model, params, seconds, auc, {})
 
     summary: dict[str, Any] = {
