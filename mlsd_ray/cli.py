@@ -26,7 +26,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -434,6 +433,34 @@ def _champion_threshold(card: DesignCard, workdir: Workdir) -> float:
     return read_manifest(path).threshold
 
 
+@app.command()
+def init(
+    data: Annotated[str, typer.Option(help="CSV/TSV/JSONL/Parquet file, s3:// or postgresql://")],
+    label: Annotated[str, typer.Option(help="The column to predict.")],
+    task: Annotated[
+        str | None, typer.Option(help="binary | multiclass | regression (default: inferred).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the card here (default: stdout).")] = None,
+    table: Annotated[str | None, typer.Option(help="Database sources: the table.")] = None,
+    name: Annotated[str | None, typer.Option(help="The system's name.")] = None,
+    rows: Annotated[int, typer.Option(help="Rows sampled to infer types and rules.")] = 20_000,
+) -> None:
+    """Write a complete, commented design card for your data; `mlsd run` runs it as is."""
+    from mlsd_ray.init_card import write_card
+
+    console.setup(None, _verbosity)
+    text, card = write_card(data, label, task=task, out=out, name=name, table=table, rows=rows)
+    s = console.session()
+    if out is None:
+        typer.echo(text, nl=False)
+    inputs = ", ".join(f"{f.name} ({f.type})" for f in card.framing.inputs)
+    s.err.print(
+        f"Card {card.name} ({card.framing.category}) is valid; inputs: {inputs}", markup=False
+    )
+    where = str(out) if out is not None else "CARD.yaml  # save the card above first"
+    s.err.print(f"Run it:  mlsd run {where} --workdir {card.name}-work", markup=False)
+
+
 VERBOSE_FLAGS = {"-v": 1, "--verbose": 1, "-vv": 2, "-vvv": 2}
 
 
@@ -447,12 +474,12 @@ def main() -> None:
         app(args=[a for a in args if a not in VERBOSE_FLAGS], standalone_mode=False)
     except typer.Exit as done:
         sys.exit(done.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         sys.exit(130)
-    except click.ClickException as err:  # a usage mistake: a missing argument, a bad option
-        err.show()
-        sys.exit(2)
     except (MlsdError, Exception) as err:
+        if hasattr(err, "show") and not isinstance(err, MlsdError):
+            err.show()  # a usage mistake (missing argument, bad option): click's own message
+            sys.exit(int(getattr(err, "exit_code", 2)))
         sys.exit(console.show_error(err))
 
 

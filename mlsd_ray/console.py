@@ -359,7 +359,8 @@ def show_error(err: BaseException) -> int:
     if s.display is not None:
         s.display.close()
     log = logging.getLogger(__name__)
-    log.error("".join(traceback.format_exception(err)).rstrip())
+    # INFO: the file keeps it; the console shows the block below instead
+    log.info("failed:\n%s", "".join(traceback.format_exception(err)).rstrip())
     if isinstance(err, MlsdError):
         code = int(getattr(err, "exit_code", 1))
         lines = [f"[bold red]error:[/] {_escape(err.what)}"]
