@@ -20,9 +20,11 @@ through ``progress.py``.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -125,7 +127,41 @@ def _capture_stderr(log_path: Path) -> IO[str]:
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 2)
     os.close(fd)
+    if not isinstance(sys.stdout, _RayThreadsToLog):
+        sys.stdout = _RayThreadsToLog(sys.stdout, sys.stderr)
     return os.fdopen(os.dup(_saved_stderr_fd), "w", buffering=1)
+
+
+class _RayThreadsToLog(io.TextIOBase):
+    """stdout that sends what Ray's driver threads print to the log file.
+
+    Ray prints errors the raylet pushes to the driver (e.g. "N PYTHON worker processes have
+    been started") from its ``ray_listen_error_messages`` thread straight to ``sys.stdout``,
+    whatever ``log_to_driver`` says, and has no knob for it. Routing by thread, not by content:
+    everything the command itself prints still reaches the terminal."""
+
+    def __init__(self, terminal: Any, log: Any) -> None:
+        self.terminal, self.log = terminal, log
+
+    def _sink(self) -> Any:
+        return self.log if threading.current_thread().name.startswith("ray_") else self.terminal
+
+    def write(self, s: str) -> int:
+        return int(self._sink().write(s))
+
+    def flush(self) -> None:
+        self.terminal.flush()
+        self.log.flush()
+
+    def isatty(self) -> bool:
+        return bool(self.terminal.isatty())
+
+    def fileno(self) -> int:
+        return int(self.terminal.fileno())
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return str(getattr(self.terminal, "encoding", "utf-8"))
 
 
 def _configure_logging(log_path: Path | None, verbosity: int, out: Console) -> None:

@@ -91,7 +91,7 @@ def _read_sql(uri: str, table: str | None, rows: int) -> pd.DataFrame:
 def _is_time(values: pd.Series, name: str) -> bool:
     if pd.api.types.is_datetime64_any_dtype(values):
         return True
-    if values.dtype != object or not len(values):
+    if not (values.dtype == object or pd.api.types.is_string_dtype(values)) or not len(values):
         return False
     head = values.dropna().astype(str).head(200)
     if head.empty or head.str.len().min() < 8 or not head.str.contains(r"\d{4}|\d:\d").all():
