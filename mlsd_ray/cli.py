@@ -110,7 +110,7 @@ def run(
         if isinstance(shown.get("predictions"), list):
             shown["predictions"] = [_short(p) for p in shown["predictions"]]
         lines.append(("Served", json.dumps(shown, default=str)[:160]))
-    lines.append(("Report", str(result["report"])))
+    lines.append(("Report", str(result.get("html_report") or result["report"])))
     if result.get("monitor"):
         lines.append(("Drift", str(result["monitor"].get("report_md", ""))))
     console.done(lines)
@@ -431,6 +431,16 @@ def _champion_threshold(card: DesignCard, workdir: Workdir) -> float:
         return card.evaluation.threshold
     _, path = registry.fetch_model(card, workdir, registry.CHAMPION)
     return read_manifest(path).threshold
+
+
+@app.command()
+def report(workdir: WorkdirOpt = Path(DEFAULT_WORKDIR)) -> None:
+    """(Re)write WORKDIR/reports/index.html: every stage's report on one self-contained page."""
+    from mlsd_ray.report_html import write_index
+
+    w = Workdir.of(workdir)
+    console.setup(w.root, _verbosity)
+    typer.echo(str(write_index(w)))
 
 
 @app.command()

@@ -167,5 +167,8 @@ def run_pipeline(
         if name == stop_after:
             break
     results["report"] = str(workdir.reports / "evaluation" / "report.md")
+    from mlsd_ray.report_html import write_index  # one page over every stage's report
+
+    results["html_report"] = str(write_index(workdir, card.name))
     storage.write_json(str(workdir.summary_path("pipeline")), results)
     return results

@@ -1,10 +1,10 @@
 """Live training figures for the console: step, loss and samples/s of a running fit.
 
 Ray Train's ``fit()`` blocks the driver while workers train in other processes, so the driver
-follows the per-step JSON lines that rank 0 already appends to ``params["progress_file"]``
-(``transformer.ProgressLog``) in a thread. Only when a display watches (``progress.active()``)
-and the file is on this machine: on a multi-node cluster a remote worker's lines stay on its
-node and the bar stays a spinner.
+follows the per-step JSON lines that the workers append to ``params["progress_file"]``
+(``transformer.ProgressLog``; ``TRAIN/<model>/progress.jsonl``, kept for the HTML report's loss
+curve) in a thread when a display watches (``progress.active()``). On a multi-node cluster a
+remote worker's lines stay on its node and the bar stays a spinner.
 """
 
 from __future__ import annotations
@@ -25,13 +25,19 @@ POLL_S = 0.5
 @contextmanager
 def watch_steps(params: dict[str, Any], name: str, folder: Path) -> Iterator[None]:
     """Show a bar for ``name`` while the block trains; sets and then removes the file param."""
-    if not progress.active() or params.get("progress_file"):  # someone else reads that file
+    if params.get("progress_file"):  # someone else asked for the file and reads it
         yield
         return
-    path = Path(folder) / "progress.jsonl"
+    path = Path(folder) / "progress.jsonl"  # also the HTML report's loss curve
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("")
     params["progress_file"] = str(path)
+    if not progress.active():
+        try:
+            yield
+        finally:
+            params.pop("progress_file", None)
+        return
     stop = threading.Event()
     samples_per_step = int(params.get("batch_size", 1)) * max(1, int(params.get("num_workers", 1)))
     with progress.task(f"train {name}", total=params.get("total_steps"), unit="steps") as bar:

@@ -24,7 +24,12 @@ def table():
     with conn.cursor() as cur:
         cur.execute(f"CREATE TABLE {name} (id serial, age int, plan text, note text, paid bool)")
         rows = [
-            (20 + i % 40, ["free", "pro", "team"][i % 3], f"customer note number {i} says hi", i % 4 == 0)
+            (
+                20 + i % 40,
+                ["free", "pro", "team"][i % 3],
+                f"customer note number {i} says hi",
+                i % 4 == 0,
+            )
             for i in range(120)
         ]
         cur.executemany(f"INSERT INTO {name} (age, plan, note, paid) VALUES (%s, %s, %s, %s)", rows)
