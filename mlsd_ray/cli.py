@@ -443,6 +443,32 @@ def report(workdir: WorkdirOpt = Path(DEFAULT_WORKDIR)) -> None:
     typer.echo(str(write_index(w)))
 
 
+@app.command("ui")
+def ui_cmd(
+    workdir: WorkdirOpt = Path(DEFAULT_WORKDIR),
+    port: Annotated[int, typer.Option(help="MLflow UI's port.")] = 5000,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+) -> None:
+    """MLflow's UI over the workdir's store, Ray's dashboard, the Grafana dashboard; Ctrl-C ends."""
+    from mlsd_ray import ui
+
+    w = Workdir.of(workdir)
+    s = console.setup(w.root, _verbosity)
+    proc = ui.start_mlflow(w, host, port, s.log_path)
+    dashboard, what = ui.ray_dashboard()
+    typer.echo(f"MLflow UI:       http://{host}:{port}  (store {w.tracking_uri})")
+    typer.echo(f"Ray dashboard:   {dashboard or '-'}  ({what})")
+    typer.echo(f"Grafana:         import {ui.GRAFANA_DASHBOARD}")
+    typer.echo("Ctrl-C stops the MLflow UI.")
+    try:
+        proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
 @app.command()
 def init(
     data: Annotated[str, typer.Option(help="CSV/TSV/JSONL/Parquet file, s3:// or postgresql://")],
