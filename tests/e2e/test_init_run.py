@@ -47,6 +47,8 @@ def test_init_card_runs_through_etl_and_training(shared_datasets: Path, tmp_path
             "models.candidates.1.trainer.num_workers=0",
             "--set",
             "models.candidates.1.params.n_estimators=20",
+            "--set",
+            "evaluation.latency.requests=10",
         ],
         capture_output=True,
         text=True,
