@@ -510,7 +510,7 @@ def main() -> None:
         app(args=[a for a in args if a not in VERBOSE_FLAGS], standalone_mode=False)
     except typer.Exit as done:
         sys.exit(done.exit_code)
-    except typer.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         sys.exit(130)
     except (MlsdError, Exception) as err:
         if hasattr(err, "show") and not isinstance(err, MlsdError):
