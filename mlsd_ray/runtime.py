@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 
-from mlsd_ray.errors import ServiceError
+from mlsd_ray.errors import MlsdError, ServiceError
 from mlsd_ray.settings import ray_address
 
 log = logging.getLogger(__name__)
@@ -39,15 +39,26 @@ def ensure_ray(num_cpus: int | None = None) -> None:
     if address:
         check_ray_address(address)
     log.info("connecting to Ray at %s", address or "a new local cluster")
-    ray.init(
-        address=address,
-        num_cpus=None if address else num_cpus,
-        include_dashboard=False if not address else None,
-        runtime_env={"env_vars": env} if env else None,
-        # mlsd's quiet console turns worker logs off (they stay in Ray's session folder)
-        log_to_driver=os.environ.get("MLSD_RAY_LOG_TO_DRIVER", "1") != "0",
-        ignore_reinit_error=True,
-    )
+    try:
+        ray.init(
+            address=address,
+            num_cpus=None if address else num_cpus,
+            include_dashboard=False if not address else None,
+            runtime_env={"env_vars": env} if env else None,
+            # mlsd's quiet console turns worker logs off (they stay in Ray's session folder)
+            log_to_driver=os.environ.get("MLSD_RAY_LOG_TO_DRIVER", "1") != "0",
+            ignore_reinit_error=True,
+        )
+    except MlsdError:
+        raise
+    except Exception as err:  # Ray raises bare Exception for a node that timed out starting
+        where = f"the cluster at {address}" if address else "a local Ray"
+        raise ServiceError(
+            f"Ray did not start or connect ({where}).",
+            why=f"{type(err).__name__}: {err}",
+            fix="retry when the machine is less loaded; or start Ray once with `ray start --head "
+            "--port 6380` and export RAY_ADDRESS=127.0.0.1:6380 so every command reuses it",
+        ) from err
 
 
 def check_ray_address(address: str) -> None:
