@@ -10,12 +10,18 @@
     mlsd validate CARD              check a card without data; print it resolved, or every error
 
 Every command takes ``--workdir DIR`` and any number of ``--set KEY=VALUE`` card overrides.
+The console stays quiet: stage lines, bars, the summary; Ray's and the libraries' logs go to
+WORKDIR/logs/ (``-v`` shows them, ``-vv`` adds DEBUG). Exit codes: 0 ok, 1 failure, 2 bad card
+or input, 3 the evaluation gate refused the candidate.
+
+Adding a command: write it in its own module and register it here in a line or two, e.g.
+``app.command("init")(init_cmd.init)``; call ``_setup`` (card + workdir) or
+``console.setup`` (no card) first so that logging and errors look like the rest.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 from pathlib import Path
@@ -24,6 +30,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
+from mlsd_ray import console
 from mlsd_ray.cli_lineage import lineage_command
 from mlsd_ray.errors import MlsdError
 from mlsd_ray.settings import DEFAULT_WORKDIR, Workdir
@@ -45,15 +52,27 @@ SetOpt = Annotated[
 ]
 
 
+_verbosity = 0
+
+
+@app.callback()
+def _options(
+    verbose: Annotated[
+        int,
+        typer.Option(
+            "--verbose", "-v", count=True, help="-v: every library's logs; -vv: DEBUG as well."
+        ),
+    ] = 0,
+) -> None:
+    global _verbosity
+    _verbosity = max(verbose, _verbosity)
+
+
 def _setup(
     card_path: Path, workdir: Path, overrides: list[str] | None
 ) -> tuple[DesignCard, Workdir]:
-    logging.basicConfig(
-        level=os.environ.get("MLSD_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for noisy in ("urllib3", "httpx", "filelock", "alembic", "mlflow"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    w = Workdir.of(workdir)
+    console.setup(w.root, _verbosity or int(os.environ.get("MLSD_VERBOSITY", "0")))
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -84,17 +103,30 @@ def run(
     """Run every stage: ETL, verification, training, evaluation, gate + registry, serving
     (answering real HTTP requests) and drift monitoring."""
     from mlsd_ray.pipeline import run_pipeline
+    from mlsd_ray.runtime import check_port_free, ray_address
 
     c, w = _setup(card, workdir, set_)
+    if serve_requests > 0 and not ray_address():  # fail before minutes of training
+        check_port_free(c.deployment.host, c.deployment.port)
     result = run_pipeline(c, w, serve_requests=serve_requests)
     reg = result["register"]
-    typer.echo(f"\nStage seconds: {result['seconds']}")
-    typer.echo(reg["summary"])
+    lines = [("Model", reg["summary"])]
     if result.get("serve"):
-        typer.echo(f"Served answer: {json.dumps(result['serve']['first_answer'])}")
-    typer.echo(f"Report: {result['report']}")
+        answer = result["serve"]["first_answer"] or {}
+        shown = {k: answer[k] for k in ("predictions", "labels", "model_version") if k in answer}
+        if isinstance(shown.get("predictions"), list):
+            shown["predictions"] = [_short(p) for p in shown["predictions"]]
+        lines.append(("Served", json.dumps(shown, default=str)[:160]))
+    lines.append(("Report", str(result.get("html_report") or result["report"])))
     if result.get("monitor"):
-        typer.echo(f"Drift report: {result['monitor'].get('report_md', '')}")
+        lines.append(("Drift", str(result["monitor"].get("report_md", ""))))
+    console.done(lines)
+    if not reg["promoted"]:
+        raise typer.Exit(3)
+
+
+def _short(value: Any) -> Any:
+    return round(value, 3) if isinstance(value, float) else value
 
 
 @app.command()
@@ -153,10 +185,14 @@ def evaluate(
 def register(
     card: CardArg, workdir: WorkdirOpt = Path(DEFAULT_WORKDIR), set_: SetOpt = None
 ) -> None:
-    """Register the evaluated candidate; move `champion` only if the gate passed."""
+    """Register the evaluated candidate; move `champion` only if the gate passed (exit 3 if
+    it did not)."""
     from mlsd_ray import pipeline
 
-    _emit(pipeline.register(*_setup(card, workdir, set_)))
+    result = pipeline.register(*_setup(card, workdir, set_))
+    _emit(result)
+    if not result["promoted"]:
+        raise typer.Exit(3)
 
 
 class _DefaultToRun(TyperGroup):
@@ -185,9 +221,12 @@ def serve(
     alias: str | None = None,
 ) -> None:
     """Serve the model behind the alias over HTTP until interrupted (Ctrl-C)."""
+    from mlsd_ray.runtime import check_port_free, ray_address
     from mlsd_ray.serve.app import run_server
 
     c, w = _setup(card, workdir, set_)
+    if not ray_address():
+        check_port_free(c.deployment.host, c.deployment.port)
     typer.echo(f"serving {c.name} on {c.deployment.host}:{c.deployment.port}; Ctrl-C to stop")
     # Blocking: on Ctrl-C the app is deleted gracefully, which flushes the prediction log.
     run_server(c, w, alias=alias, blocking=True)
@@ -417,12 +456,90 @@ def _register_validate() -> None:
 _register_validate()
 
 
-def main() -> None:
+@app.command()
+def report(workdir: WorkdirOpt = Path(DEFAULT_WORKDIR)) -> None:
+    """(Re)write WORKDIR/reports/index.html: every stage's report on one self-contained page."""
+    from mlsd_ray.report_html import write_index
+
+    w = Workdir.of(workdir)
+    console.setup(w.root, _verbosity)
+    typer.echo(str(write_index(w)))
+
+
+@app.command("ui")
+def ui_cmd(
+    workdir: WorkdirOpt = Path(DEFAULT_WORKDIR),
+    port: Annotated[int, typer.Option(help="MLflow UI's port.")] = 5000,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+) -> None:
+    """MLflow's UI over the workdir's store, Ray's dashboard, the Grafana dashboard; Ctrl-C ends."""
+    from mlsd_ray import ui
+
+    w = Workdir.of(workdir)
+    s = console.setup(w.root, _verbosity)
+    proc = ui.start_mlflow(w, host, port, s.log_path)
+    dashboard, what = ui.ray_dashboard()
+    typer.echo(f"MLflow UI:       http://{host}:{port}  (store {w.tracking_uri})")
+    typer.echo(f"Ray dashboard:   {dashboard or '-'}  ({what})")
+    typer.echo(f"Grafana:         import {ui.GRAFANA_DASHBOARD}")
+    typer.echo("Ctrl-C stops the MLflow UI.")
     try:
-        app()
-    except MlsdError as err:
-        typer.echo(f"error: {err}", err=True)
-        sys.exit(2)
+        proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+@app.command()
+def init(
+    data: Annotated[str, typer.Option(help="CSV/TSV/JSONL/Parquet file, s3:// or postgresql://")],
+    label: Annotated[str, typer.Option(help="The column to predict.")],
+    task: Annotated[
+        str | None, typer.Option(help="binary | multiclass | regression (default: inferred).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the card here (default: stdout).")] = None,
+    table: Annotated[str | None, typer.Option(help="Database sources: the table.")] = None,
+    name: Annotated[str | None, typer.Option(help="The system's name.")] = None,
+    rows: Annotated[int, typer.Option(help="Rows sampled to infer types and rules.")] = 20_000,
+) -> None:
+    """Write a complete, commented design card for your data; `mlsd run` runs it as is."""
+    from mlsd_ray.init_card import write_card
+
+    console.setup(None, _verbosity)
+    text, card = write_card(data, label, task=task, out=out, name=name, table=table, rows=rows)
+    s = console.session()
+    if out is None:
+        typer.echo(text, nl=False)
+    inputs = ", ".join(f"{f.name} ({f.type})" for f in card.framing.inputs)
+    s.err.print(
+        f"Card {card.name} ({card.framing.category}) is valid; inputs: {inputs}", markup=False
+    )
+    where = str(out) if out is not None else "CARD.yaml  # save the card above first"
+    s.err.print(f"Run it:  mlsd run {where} --workdir {card.name}-work", markup=False)
+
+
+VERBOSE_FLAGS = {"-v": 1, "--verbose": 1, "-vv": 2, "-vvv": 2}
+
+
+def main() -> None:
+    """The ``mlsd`` entry point: -v anywhere on the line, errors as one block, exit codes."""
+    global _verbosity
+    args = sys.argv[1:]
+    _verbosity = sum(VERBOSE_FLAGS.get(a, 0) for a in args)
+    console.capture_fds = True  # only the real command points fd 2 at the log file
+    try:
+        app(args=[a for a in args if a not in VERBOSE_FLAGS], standalone_mode=False)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        sys.exit(130)
+    except (MlsdError, Exception) as err:
+        if hasattr(err, "show") and not isinstance(err, MlsdError):
+            err.show()  # a usage mistake (missing argument, bad option): click's own message
+            sys.exit(int(getattr(err, "exit_code", 2)))
+        sys.exit(console.show_error(err))
 
 
 if __name__ == "__main__":

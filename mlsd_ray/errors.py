@@ -1,10 +1,16 @@
-"""The one error module. Every message says what failed, why, and what to change."""
+"""The one error module. Every message says what failed, why, and what to change.
+
+``exit_code`` is what ``mlsd`` exits with (documented in the README): 1 a failure, 2 a bad card
+or bad input, 3 the evaluation gate refused the candidate.
+"""
 
 from __future__ import annotations
 
 
 class MlsdError(Exception):
     """Base class for every error mlsd-ray raises on purpose."""
+
+    exit_code = 1
 
     def __init__(self, what: str, why: str = "", fix: str = "") -> None:
         self.what, self.why, self.fix = what, why, fix
@@ -24,13 +30,19 @@ class MlsdError(Exception):
 class CardError(MlsdError):
     """The design card is malformed; the message names the key path."""
 
+    exit_code = 2
+
 
 class SourceError(MlsdError):
     """A data source cannot be read (missing file, unreachable bucket, bad encoding)."""
 
+    exit_code = 2
+
 
 class DataError(MlsdError):
     """The data read fine but cannot be used (no rows left, one class only, ...)."""
+
+    exit_code = 2
 
 
 class ModelError(MlsdError):
@@ -48,9 +60,13 @@ class RegistryError(MlsdError):
 class GateError(MlsdError):
     """Raised only when a caller asks promotion to be mandatory and the gate failed."""
 
+    exit_code = 3
+
 
 class InvalidInput(MlsdError, ValueError):
     """A request instance does not match the model's input schema (maps to HTTP 422)."""
+
+    exit_code = 2
 
 
 class BadRequest(MlsdError, ValueError):
@@ -68,3 +84,8 @@ class BadRequest(MlsdError, ValueError):
 class StorageError(MlsdError):
     """The workdir's storage (an ``s3://`` bucket, the tracking server) cannot be used, or a
     path or URI tries to leave the folder it belongs to."""
+
+
+class ServiceError(MlsdError):
+    """Something this run needs is taken or unreachable: a port in use, a Ray address where
+    no cluster answers."""

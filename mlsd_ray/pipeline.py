@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mlsd_ray import storage
+from mlsd_ray import progress, storage
 from mlsd_ray.evaluate.report import write_markdown
 from mlsd_ray.models.package import read_manifest
 from mlsd_ray.settings import Workdir
@@ -190,13 +190,16 @@ def run_pipeline(
     results: dict[str, Any] = {"card": card.name, "workdir": workdir.uri, "seconds": {}}
     for name, fn in stages:
         t0 = time.perf_counter()
-        log.info("stage %s: started", name)
-        results[name] = fn()
+        with progress.stage(name) as done:  # a line per start and end when someone watches
+            results[name] = fn()
+            done.set(results[name])
         results["seconds"][name] = round(time.perf_counter() - t0, 2)
-        log.info("stage %s: done in %.1f s", name, results["seconds"][name])
         if name == stop_after:
             break
     results["report"] = str(workdir.reports / "evaluation" / "report.md")
+    from mlsd_ray.report_html import write_index  # one page over every stage's report
+
+    results["html_report"] = str(write_index(workdir, card.name))
     storage.write_json(str(workdir.summary_path("pipeline")), results)
     push(workdir)
     return results

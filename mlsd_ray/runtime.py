@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from mlsd_ray.errors import MlsdError, ServiceError
 from mlsd_ray.settings import ray_address
 
 log = logging.getLogger(__name__)
@@ -42,18 +43,31 @@ def ensure_ray(num_cpus: int | None = None) -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
     address = ray_address()
+    if address:
+        check_ray_address(address)
     log.info("connecting to Ray at %s", address or "a new local cluster")
-    with loopback_only(address is None):
-        try:
-            _init(ray, address, num_cpus, env)
-        except Exception as err:
-            # Under heavy load a fresh local node can miss Ray's start-up deadline ("timed out
-            # during startup": an agent wrote its port file too late); one more try.
-            if address is not None or "timed out during startup" not in str(err):
-                raise
-            log.warning("local Ray did not start in time (%s); trying once more", err)
-            ray.shutdown()
-            _init(ray, address, num_cpus, env)
+    try:
+        with loopback_only(address is None):
+            try:
+                _init(ray, address, num_cpus, env)
+            except Exception as err:
+                # Under heavy load a fresh local node can miss Ray's start-up deadline ("timed
+                # out during startup": an agent wrote its port file too late); one more try.
+                if address is not None or "timed out during startup" not in str(err):
+                    raise
+                log.warning("local Ray did not start in time (%s); trying once more", err)
+                ray.shutdown()
+                _init(ray, address, num_cpus, env)
+    except MlsdError:
+        raise
+    except Exception as err:  # Ray raises bare Exception for a node that timed out starting
+        where = f"the cluster at {address}" if address else "a local Ray"
+        raise ServiceError(
+            f"Ray did not start or connect ({where}).",
+            why=f"{type(err).__name__}: {err}",
+            fix="retry when the machine is less loaded; or start Ray once with `ray start --head "
+            "--port 6380` and export RAY_ADDRESS=127.0.0.1:6380 so every command reuses it",
+        ) from err
 
 
 def _init(ray: Any, address: str | None, num_cpus: int | None, env: dict[str, str]) -> None:
@@ -62,7 +76,8 @@ def _init(ray: Any, address: str | None, num_cpus: int | None, env: dict[str, st
         num_cpus=None if address else num_cpus,
         include_dashboard=False if not address else None,
         runtime_env={"env_vars": env} if env else None,
-        log_to_driver=True,
+        # mlsd's quiet console turns worker logs off (they stay in Ray's session folder)
+        log_to_driver=os.environ.get("MLSD_RAY_LOG_TO_DRIVER", "1") != "0",
         ignore_reinit_error=True,
     )
 
@@ -96,3 +111,54 @@ def loopback_only(active: bool = True) -> Iterator[None]:
 
 
 _CLUSTERS_VAR = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def check_ray_address(address: str) -> None:
+    """Fail in a second, not after Ray's two-minute retry loop, when nothing answers at a
+    ``host:port`` RAY_ADDRESS (``auto``, ``ray://`` and ``http://`` are left to Ray)."""
+    import socket
+
+    if "://" in address or address == "auto" or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+        return
+    except (OSError, ValueError) as err:
+        reason = str(err)
+    running = _running_clusters()
+    raise ServiceError(
+        f"No Ray cluster answers at RAY_ADDRESS={address}.",
+        why=reason
+        + (f"; Ray is running on this machine at {', '.join(running)}" if running else ""),
+        fix=(f"export RAY_ADDRESS={running[0]}" if running else "start one with `ray start --head`")
+        + ", or unset RAY_ADDRESS to start a local Ray for this command",
+    )
+
+
+def _running_clusters() -> list[str]:
+    """GCS addresses of the Ray clusters running on this machine (best effort)."""
+    try:
+        from ray._private.services import find_gcs_addresses
+
+        return sorted(str(a) for a in find_gcs_addresses())
+    except Exception:  # internal API: a hint only, never a reason to fail differently
+        return []
+
+
+def check_port_free(host: str, port: int, what: str = "deployment.port") -> None:
+    """Before minutes of work, make sure Serve will be able to listen on ``host:port``."""
+    import socket
+
+    with socket.socket() as s:
+        # as the HTTP server will: a listener blocks the port, a closed connection does not
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as err:
+            raise ServiceError(
+                f"Port {port} on {host} is in use, so the model cannot be served there.",
+                why=f"{err.strerror or err}; another process (an earlier `mlsd serve`, another "
+                "Serve app) listens on it",
+                fix=f"pick a free port: --set {what}={port + 1} (or stop that process)",
+            ) from err

@@ -42,7 +42,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
-from mlsd_ray import storage
+from mlsd_ray import progress, storage
 from mlsd_ray.data import blocks as blk
 from mlsd_ray.data import layout as lay
 from mlsd_ray.data import manifest as mf
@@ -156,7 +156,8 @@ class EtlSummary(BaseModel):
 def _step(name: str, seconds: dict[str, float]) -> Iterator[None]:
     log.info("etl: %s ...", name)
     start = time.perf_counter()
-    yield
+    with progress.task(f"etl: {name}"):  # a spinner while the step runs, when someone watches
+        yield
     seconds[name] = round(time.perf_counter() - start, 3)
     log.info("etl: %s done in %.2f s", name, seconds[name])
 
@@ -453,7 +454,16 @@ def run_etl(card: DesignCard, workdir: Workdir) -> EtlSummary:
             leaks = leakage(keys_frame, assigned, what)
             leaks["action"] = split.leakage
             if leaks["rows"]:
-                log.warning("etl: leakage: %s", leaks)
+                pairs = ", ".join(f"{k} {v}" for k, v in leaks.get("pairs", {}).items() if v)
+                log.warning(
+                    "etl: %s %s values are in more than one split (%s rows: %s); "
+                    "data.split.leakage is %s, examples in the data report",
+                    leaks.get("values_in_several_splits"),
+                    leaks.get("compared"),
+                    leaks["rows"],
+                    pairs,
+                    split.leakage,
+                )
         balance = BalancePlan(split.seed)
         train = assigned == "train"
         copies = np.ones(len(labels), dtype=np.int64)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from mlsd_ray import storage
+from mlsd_ray import progress, storage
 from mlsd_ray.errors import DataError
 from mlsd_ray.evaluate.analysis import (
     ensure_threshold,
@@ -76,10 +76,24 @@ def score_frame(
         batch_size=256,
         concurrency=1,  # one model copy: the cluster is small and loading dominates
     )
-    frame = scored.to_pandas()
+    frame = _collect(scored, Path(model_dir).name, ds)
     if {"_source", "_row"} <= set(frame.columns):
         frame = frame.sort_values(["_source", "_row"], kind="stable").reset_index(drop=True)
     return frame
+
+
+def _collect(scored: Any, name: str, ds: Any) -> Any:
+    """``scored.to_pandas()``, batch by batch so a watching console can show the rows."""
+    if not progress.active():
+        return scored.to_pandas()
+    import pandas as pd
+
+    frames = []
+    with progress.task(f"scoring {name}", total=ds.count(), unit="rows") as bar:
+        for batch in scored.iter_batches(batch_format="pandas", batch_size=None):
+            frames.append(batch)
+            bar.advance(len(batch))
+    return pd.concat(frames, ignore_index=True) if frames else scored.to_pandas()
 
 
 def batch_predict(

@@ -31,6 +31,8 @@ from typing import Any
 import httpx
 import numpy as np
 
+from mlsd_ray import progress
+
 log = logging.getLogger(__name__)
 
 #: Answers worth another try: overload, a replica gone mid-request, no connection (-1).
@@ -95,11 +97,13 @@ async def _run(
             now = time.perf_counter()
             latencies.append((now - t0) * 1000)
             timeline.append((round(t0 - start, 3), round((now - t0) * 1000, 2)))
+            bar.advance(1, p50_ms=round(float(np.median(latencies)), 1))
 
-    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker(client) for _ in range(clients)))
-        elapsed = time.perf_counter() - t0
+    with progress.task(f"load test {clients} clients", total=requests, unit="requests") as bar:
+        async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+            t0 = time.perf_counter()
+            await asyncio.gather(*(worker(client) for _ in range(clients)))
+            elapsed = time.perf_counter() - t0
     lat = np.asarray(latencies)
     return {
         "clients": clients,

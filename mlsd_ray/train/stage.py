@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mlsd_ray import progress
 from mlsd_ray.data.etl import dataset_version
 from mlsd_ray.data.layout import read_split
 from mlsd_ray.errors import CardError, DataError
@@ -112,8 +113,10 @@ def train_models(card: DesignCard, workdir: Workdir, only: list[str] | None = No
             remote = ray.remote(num_cpus=1)(kind.trainer_fn())
             pending[spec.name] = remote.remote(spec, card, *shared, workdir)
         else:
-            fitted[spec.name] = kind.trainer_fn()(spec, card, train, val, workdir)
-    fitted.update(zip(pending, ray.get(list(pending.values())), strict=True))
+            with progress.task(f"train {spec.name}"):
+                fitted[spec.name] = kind.trainer_fn()(spec, card, train, val, workdir)
+    with progress.task(f"train {', '.join(pending)}" if pending else "train"):
+        fitted.update(zip(pending, ray.get(list(pending.values())), strict=True))
 
     summary: dict[str, Any] = {
         "card": card.name,

@@ -58,6 +58,7 @@ from mlsd_ray.spec import DesignCard, ModelSpec
 from mlsd_ray.train.metrics import roc_auc
 from mlsd_ray.train.recipe import initial_net, make_scheduler, resolve_warm_start, total_steps
 from mlsd_ray.train.train_state import restore_train_state, save_train_state
+from mlsd_ray.train.watch import watch_steps
 
 log = logging.getLogger(__name__)
 
@@ -599,12 +600,15 @@ def train_transformer(
     workers = int(params["num_workers"])
     log.info("training %s (%d rows, %d workers) as run %s", spec.name, len(train), workers, name)
     started = time.perf_counter()
-    if workers == 0:
-        net, tokenizer, metrics = _train_in_driver(
-            params, weights, train, val, Path(out_dir) / "checkpoints" / name
-        )
-    else:
-        net, tokenizer, metrics = _train_with_ray(params, weights, train, val, name, storage_path)
+    with watch_steps(params, spec.name, Path(out_dir)):  # a live bar when the CLI watches
+        if workers == 0:
+            net, tokenizer, metrics = _train_in_driver(
+                params, weights, train, val, Path(out_dir) / "checkpoints" / name
+            )
+        else:
+            net, tokenizer, metrics = _train_with_ray(
+                params, weights, train, val, name, storage_path
+            )
     model = TransformerTextClassifier(card.feature_names, **params).set_fitted(
         net, tokenizer, int(params["n_classes"])
     )

@@ -165,3 +165,82 @@ def test_cli_registry_promote_rollback_and_evaluate(ran, tmp_path: Path) -> None
     metrics = json.loads(out.read_text())
     assert metrics["model_version"] == champion["version"]
     assert metrics["rows_ok"] == len(test)
+
+
+def test_html_report_renders_in_chromium(ran, tmp_path: Path) -> None:
+    """reports/index.html: every section, every image embedded, nothing from the network;
+    headless Chromium (Debian's `chromium`, installed by .ci/run) renders it to a screenshot."""
+    import base64
+    import io
+    import re
+    import shutil
+    import subprocess
+
+    from PIL import Image
+
+    from mlsd_ray.report_html import SECTIONS
+
+    _card, workdir, result = ran
+    page = Path(result["html_report"])
+    assert page == workdir.reports / "index.html"
+    text = page.read_text()
+    for key, title in SECTIONS:
+        body = re.search(rf'<section id="{key}"><h2>{title}</h2>(.*?)</section>', text, re.S)
+        assert body is not None, key
+        assert 'class="none"' not in body.group(1), key  # every stage ran, so none is empty
+    assert not re.search(r'(src|href)="(https?:)?//', text) and "url(http" not in text
+    sources = re.findall(r'<img [^>]*src="([^"]+)"', text)
+    pngs = [
+        p for f in ("data", "evaluation", "monitor") for p in (workdir.reports / f).glob("*.png")
+    ]
+    referenced = [
+        p
+        for p in pngs
+        if p.name
+        in "".join(
+            (workdir.reports / f / n).read_text()
+            for f, n in (
+                ("data", "data_report.md"),
+                ("evaluation", "report.md"),
+                ("monitor", "drift_report.md"),
+            )
+        )
+    ]
+    assert len(sources) >= len(referenced) + 1  # + the minilm loss curve
+    for src in sources:
+        assert src.startswith("data:image/png;base64,"), src[:60]
+        Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).verify()
+    assert "training loss" not in text or "training curve minilm" in text
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    shot = tmp_path / "report.png"
+    flags = [
+        chromium,
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        # no network at all: a page that needed it would show holes
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+    ]
+    url = page.as_uri()
+    dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    for key, _ in SECTIONS:
+        assert f'id="{key}"' in dom.stdout, key
+    assert dom.stdout.count("<img ") == len(sources)
+    done = subprocess.run(
+        [*flags, "--window-size=1280,4000", f"--screenshot={shot}", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0 and shot.is_file(), done.stderr[-2000:]
+    image = Image.open(shot).convert("RGB")
+    assert image.size == (1280, 4000)
+    colours = image.resize((160, 500)).getcolors(maxcolors=100_000) or []
+    assert len(colours) > 50  # plots and tables, not a blank or error page
