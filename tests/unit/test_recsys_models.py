@@ -34,6 +34,7 @@ def test_faiss_flat_index_equals_brute_force_and_round_trips(tmp_path) -> None:
     found, scores = index.search(queries, 7)
     brute = np.argsort(-(queries @ vectors.T), axis=1)[:, :7]
     assert found == [[ids[j] for j in row] for row in brute]
+    assert (np.diff(scores, axis=1) <= 1e-6).all()  # best first
     index.save(tmp_path)
     again, _ = ItemIndex.load(tmp_path).search(queries, 7)
     assert again == found
