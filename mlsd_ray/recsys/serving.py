@@ -10,10 +10,9 @@ The arm decides what is served: ``two_stage`` (the graph above), ``two_tower`` (
 order, no ranker) or ``popular`` (the recent-popular list). The online store's fallbacks
 (defaults for features, the bundle's popular list, no seen filter) are counted in ``/stats``.
 Listens on 127.0.0.1 unless told otherwise. This module lives apart from ``mlsd_ray/serve``
-(the model-package graph); it shares only Serve itself and the prediction logger.
+(the model-package graph); it shares only Serve itself and the prediction logger. No
+``from __future__ import annotations`` here: FastAPI must see real types on the class routes.
 """
-
-from __future__ import annotations
 
 import json
 import logging
@@ -137,7 +136,11 @@ class RecIngress:
             body = RecommendBody.model_validate(json.loads(await request.body() or b"null"))
         except (ValueError, ValidationError) as exc:
             self.counters["bad_request"] += 1
-            reason = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+            if isinstance(exc, ValidationError):
+                err = exc.errors()[0]
+                reason = f"{'.'.join(map(str, err['loc'])) or 'body'}: {err['msg']}"
+            else:
+                reason = str(exc)
             return JSONResponse({"error": f"bad request body: {reason}"}, status_code=422)
         user = str(body.user_id)
         arm = assign(user, self.ab) if self.ab else None
