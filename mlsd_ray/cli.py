@@ -394,6 +394,12 @@ def _champion_threshold(card: DesignCard, workdir: Workdir) -> float:
     return read_manifest(path).threshold
 
 
+# Recommendation: `mlsd ab CARD --feedback FILE` (mlsd_ray/recsys/cli.py).
+from mlsd_ray.recsys.cli import register as _register_recsys  # noqa: E402
+
+_register_recsys(app)
+
+
 def main() -> None:
     try:
         app()

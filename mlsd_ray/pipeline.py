@@ -26,6 +26,11 @@ log = logging.getLogger(__name__)
 def etl(card: DesignCard, workdir: Workdir) -> dict[str, Any]:
     from mlsd_ray.data.etl import run_etl
 
+    if card.framing.category == "ranking":  # recommendation: mlsd_ray.recsys.stage
+        from mlsd_ray.recsys.stage import etl_ranking
+
+        return etl_ranking(card, workdir)
+
     summary = run_etl(card, workdir)
     return summary.model_dump() if hasattr(summary, "model_dump") else dict(summary)
 
@@ -33,11 +38,21 @@ def etl(card: DesignCard, workdir: Workdir) -> dict[str, Any]:
 def train(card: DesignCard, workdir: Workdir, only: list[str] | None = None) -> dict[str, Any]:
     from mlsd_ray.train.stage import train_models
 
+    if card.framing.category == "ranking":
+        from mlsd_ray.recsys.stage import train_ranking
+
+        return train_ranking(card, workdir)
+
     return train_models(card, workdir, only=only)
 
 
 def evaluate(card: DesignCard, workdir: Workdir) -> dict[str, Any]:
     from mlsd_ray.evaluate.stage import evaluate_models
+
+    if card.framing.category == "ranking":
+        from mlsd_ray.recsys.stage import evaluate_ranking
+
+        return evaluate_ranking(card, workdir)
 
     return evaluate_models(card, workdir)
 

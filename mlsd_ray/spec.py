@@ -14,8 +14,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mlsd_ray.errors import CardError
+from mlsd_ray.recsys.card import RankingSpec
 
-Category = Literal["binary", "multiclass", "regression"]
+Category = Literal["binary", "multiclass", "regression", "ranking"]
 FieldType = Literal["string", "text", "int", "float", "bool", "category"]
 SourceFormat = Literal["csv", "tsv", "parquet", "json"]
 ModelKind = Literal["majority", "tfidf_logreg", "logreg", "transformer"]
@@ -23,6 +24,8 @@ ModelKind = Literal["majority", "tfidf_logreg", "logreg", "transformer"]
 DeepKind = Literal["mlp", "mean", "ridge"]
 #: The tabular ladder: gradient-boosted trees (trained with Ray Train) and ensembles.
 LadderKind = Literal["xgboost", "lightgbm", "bagging", "stacking"]
+#: Recommendation systems (``category: ranking``, mlsd_ray.recsys).
+RankingKind = Literal["popular", "recent_popular", "mf", "item2item", "two_tower", "two_stage"]
 
 
 class _Strict(BaseModel):
@@ -396,7 +399,9 @@ class Tuning(_Strict):
 
 class ModelSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
-    kind: Literal[ModelKind, DeepKind, LadderKind]  # nested Literals flatten: one error
+    kind: Literal[
+        ModelKind, DeepKind, LadderKind, RankingKind
+    ]  # nested Literals flatten: one error
     #: kind-specific options (e.g. tfidf max_features, C).
     params: dict[str, Any] = Field(default_factory=dict)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
@@ -429,6 +434,8 @@ Metric = Literal["precision", "recall", "f1", "accuracy", "roc_auc", "pr_auc"]
 #: Regression metrics (``category: regression``); mse, mae and rmse are lower-is-better.
 RegressionMetric = Literal["mse", "mae", "rmse", "r2"]
 LOWER_IS_BETTER = ("mse", "mae", "rmse")
+#: Ranking metrics (``category: ranking``), averaged over users.
+RankingMetric = Literal["ndcg@10", "map@10", "recall@10", "recall@100", "coverage@10"]
 
 
 class GateRule(_Strict):
@@ -446,7 +453,7 @@ class GateRule(_Strict):
 class Gate(_Strict):
     """When may a candidate take the `champion` alias?"""
 
-    metric: Literal[Metric, RegressionMetric] = "roc_auc"
+    metric: Literal[Metric, RegressionMetric, RankingMetric] = "roc_auc"
     min_value: float = 0.0  # absolute floor on the test split
     #: Lower-is-better metrics (mse, mae, rmse): an absolute ceiling on the test split, e.g.
     #: ``max_value: 1.0`` for rmse; None = no ceiling. (``min_value`` does not apply to them.)
@@ -734,6 +741,8 @@ class DesignCard(_Strict):
     evaluation: Evaluation = Field(default_factory=Evaluation)
     deployment: Deployment = Field(default_factory=Deployment)
     monitoring: Monitoring = Field(default_factory=Monitoring)
+    #: Recommendation settings (``framing.category: ranking``; mlsd_ray.recsys.card).
+    ranking: RankingSpec | None = None
 
     @model_validator(mode="after")
     def _inference_needs_a_transformer(self) -> DesignCard:
@@ -748,6 +757,17 @@ class DesignCard(_Strict):
 
     @model_validator(mode="after")
     def _gate_fits_category(self) -> DesignCard:
+        if self.framing.category == "ranking":
+            if "metric" not in self.evaluation.gate.model_fields_set:
+                self.evaluation.gate.metric = "ndcg@10"
+            if self.evaluation.gate.metric not in get_args(RankingMetric):
+                raise ValueError(
+                    f"evaluation.gate.metric {self.evaluation.gate.metric!r} does not fit "
+                    f"category 'ranking'; use one of {list(get_args(RankingMetric))}"
+                )
+            if self.ranking is None:
+                self.ranking = RankingSpec()
+            return self
         regression = self.framing.category == "regression"
         if regression and "metric" not in self.evaluation.gate.model_fields_set:
             self.evaluation.gate.metric = "rmse"  # the default (roc_auc) is a classifier's

@@ -17,36 +17,12 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy import stats
 
+from mlsd_ray.recsys.card import ABTest, Arm
+
 ARM = "arm"
-
-
-class Arm(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    weight: float = Field(gt=0)
-    #: what the arm serves: the full two-stage system, the two-tower order, or popular items
-    system: Literal["two_stage", "two_tower", "popular"] = "two_stage"
-
-
-class ABTest(BaseModel):
-    """The card's ``ranking.ab`` block. The first arm is the control."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    salt: str
-    arms: list[Arm] = Field(min_length=2)
-    alpha: float = Field(0.05, gt=0, lt=1)
-
-    @model_validator(mode="after")
-    def _unique(self) -> ABTest:
-        names = [a.name for a in self.arms]
-        if len(set(names)) != len(names):
-            raise ValueError(f"ab.arms: arm names must be unique, got {names}")
-        return self
+__all__ = ["ARM", "ABTest", "Arm", "assign", "bucket", "compare", "report"]
 
 
 def bucket(user_id: Any, salt: str) -> float:
