@@ -191,8 +191,9 @@ def evaluate_ranking(card: DesignCard, workdir: Workdir) -> dict[str, Any]:
             lists = retrievers[m.kind].recommend(users, 100, seen)[0]
         rep = evaluate_lists(lists, relevant, counts, popularity, len(data.item_ids), (10, 100),
                              spec.bootstrap_resamples)  # fmt: skip
-        metrics[m.name] = {k: v for k, v in rep.items() if not isinstance(v, dict)}
-        analysis[m.name] = {"intervals": rep["intervals"], "slices": rep["slices"]}
+        metrics[m.name] = {safe(k): v for k, v in rep.items() if not isinstance(v, dict)}
+        intervals = {safe(k): v for k, v in rep["intervals"].items()}
+        analysis[m.name] = {"intervals": intervals, "slices": rep["slices"]}
     gate = decide(card, metrics, two_stage.name)
     report = {"candidate": two_stage.name, "metrics": metrics, "analysis": analysis, "gate": gate,
               "users": len(users), "k": spec.k}  # fmt: skip
@@ -203,10 +204,16 @@ def evaluate_ranking(card: DesignCard, workdir: Workdir) -> dict[str, Any]:
     return report
 
 
+def safe(metric: str) -> str:
+    """``ndcg@10`` -> ``ndcg_at_10``: MLflow refuses '@' in metric names (the register stage
+    logs these keys as they are)."""
+    return metric.replace("@", "_at_")
+
+
 def decide(card: DesignCard, metrics: dict[str, Any], candidate: str) -> dict[str, Any]:
     """The gate on a higher-is-better ranking metric: the floor and, when asked, the baseline."""
     g = card.evaluation.gate
-    value = metrics[candidate].get(g.metric)
+    value = metrics[candidate].get(safe(g.metric))
     rules = [
         {
             "rule": f"{g.metric} >= {g.min_value}",
@@ -214,7 +221,7 @@ def decide(card: DesignCard, metrics: dict[str, Any], candidate: str) -> dict[st
         }
     ]
     if g.must_beat_baseline and card.models.baseline.name != candidate:
-        base = metrics[card.models.baseline.name].get(g.metric)
+        base = metrics[card.models.baseline.name].get(safe(g.metric))
         ok = value is not None and base is not None and value > base
         rules.append(
             {"rule": f"{g.metric} beats {card.models.baseline.name} ({base})", "passed": ok}
