@@ -119,7 +119,12 @@ def register(
     }
     report["promotion"] = result
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
-    write_markdown(report, out_dir / "report.md")
+    if card.framing.category == "ranking":
+        from mlsd_ray.recsys.stage import write_markdown as write_ranking_markdown
+
+        write_ranking_markdown(report, out_dir / "report.md")
+    else:
+        write_markdown(report, out_dir / "report.md")
     storage.write_json(str(workdir.summary_path("register")), result)
     return result
 

@@ -195,11 +195,12 @@ def evaluate_ranking(card: DesignCard, workdir: Workdir) -> dict[str, Any]:
         intervals = {safe(k): v for k, v in rep["intervals"].items()}
         analysis[m.name] = {"intervals": intervals, "slices": rep["slices"]}
     gate = decide(card, metrics, two_stage.name)
-    report = {"candidate": two_stage.name, "metrics": metrics, "analysis": analysis, "gate": gate,
-              "users": len(users), "k": spec.k}  # fmt: skip
+    report = {"card": card.name, "candidate": two_stage.name, "metrics": metrics,
+              "analysis": analysis, "gate": gate, "users": len(users), "k": spec.k}  # fmt: skip
     out = workdir.reports / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2))
+    write_markdown(report, out / "report.md")
     storage.write_json(str(workdir.summary_path("evaluate")), report)
     return report
 
@@ -226,5 +227,33 @@ def decide(card: DesignCard, metrics: dict[str, Any], candidate: str) -> dict[st
         rules.append(
             {"rule": f"{g.metric} beats {card.models.baseline.name} ({base})", "passed": ok}
         )
-    return {"metric": g.metric, "value": value, "rules": rules,
+    return {"metric": g.metric, "value": value, "rules": rules, "config": {"metric": g.metric},
+            "failed": [r["rule"] for r in rules if not r["passed"]],
             "passed": all(r["passed"] for r in rules)}  # fmt: skip
+
+
+def write_markdown(report: dict[str, Any], path: Path) -> Path:
+    """The ranking report: each system's metrics with intervals, the slices, the gate."""
+
+    def fmt(v: Any) -> str:
+        return "n/a" if v is None else f"{v:.4f}"
+
+    cols = ["ndcg_at_10", "map_at_10", "recall_at_100", "coverage_at_10", "popularity_bias_at_10"]
+    lines = [f"# Evaluation: {report.get('card', '')} (ranking)", "",
+             f"{report['users']} users in the test window; candidate: **{report['candidate']}**.",
+             "", "| system | " + " | ".join(cols) + " | NDCG@10 95% CI |",
+             "|---|" + "---|" * (len(cols) + 1)]  # fmt: skip
+    for name, m in report["metrics"].items():
+        ci = report["analysis"][name]["intervals"].get("ndcg_at_10")
+        shown = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "n/a"
+        lines.append(f"| {name} | " + " | ".join(fmt(m.get(c)) for c in cols) + f" | {shown} |")
+    lines += ["", f"## Slices by user activity ({report['candidate']})", ""]
+    for sl, v in report["analysis"][report["candidate"]]["slices"].items():
+        lines.append(f"- {sl}: {v['users']} users, NDCG@10 {fmt(v.get('ndcg@10'))}")
+    gate = report["gate"]
+    lines += ["", f"## Promotion gate: {'PASSED' if gate['passed'] else 'FAILED'}", ""]
+    lines += [f"- {'pass' if r['passed'] else 'FAIL'} `{r['rule']}`" for r in gate["rules"]]
+    if report.get("promotion"):
+        lines += ["", "## Registry", "", report["promotion"]["summary"]]
+    path.write_text("\n".join(lines) + "\n")
+    return path
