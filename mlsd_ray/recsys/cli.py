@@ -83,3 +83,21 @@ def register(app: typer.Typer) -> None:
 
         _setup(card, workdir, set_)
         typer.echo(json.dumps(ab_report(card, workdir, feedback, set_), indent=2))
+
+    @app.command()
+    def recommend(
+        card: Annotated[Path, typer.Argument(help="A ranking card (YAML).")],
+        workdir: Annotated[
+            Path, typer.Option("--workdir", "-w", help="Where the run's artifacts are.")
+        ] = Path(DEFAULT_WORKDIR),
+        set_: Annotated[
+            list[str] | None, typer.Option("--set", "-s", help="Override a card field.")
+        ] = None,
+    ) -> None:
+        """Serve a ranking card: publish its features to Redis, deploy the retrieval + ranking
+        graph (POST /<card>/recommend) until Ctrl-C."""
+        from mlsd_ray.cli import _setup
+        from mlsd_ray.recsys.stage import serve_ranking
+
+        c, w = _setup(card, workdir, set_)
+        serve_ranking(c, w, blocking=True)

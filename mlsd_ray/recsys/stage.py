@@ -257,3 +257,48 @@ def write_markdown(report: dict[str, Any], path: Path) -> Path:
         lines += ["", "## Registry", "", report["promotion"]["summary"]]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def publish_features(card: DesignCard, workdir: Workdir) -> dict[str, Any]:
+    """Materialise the user and item views and the seen lists into the card's online store,
+    as of the start of the test window (the state the bundle was trained up to)."""
+    from mlsd_ray.recsys.bundle import publish_online
+
+    spec = _spec(card)
+    train, val, test = _splits(card, workdir)
+    history = pd.concat([train, val], ignore_index=True)
+    data = _data(card, pd.concat([train, val, test], ignore_index=True))
+    store = spec.online_store
+    return publish_online(history, data, float(test[TS].min()), store.url, store.prefix)
+
+
+def serve_ranking(card: DesignCard, workdir: Workdir, blocking: bool = False) -> str:
+    """Publish the features and deploy the graph (the card's port, host and A/B test)."""
+    from mlsd_ray.recsys.serving import run_graph
+    from mlsd_ray.runtime import ensure_ray
+
+    ensure_ray()
+    spec = _spec(card)
+    publish_features(card, workdir)
+    url = run_graph(
+        str(workdir.model_dir(_two_stage_spec(card).name)),
+        spec.online_store.url,
+        spec.online_store.prefix,
+        card.deployment.port,
+        host=card.deployment.host,
+        name=card.name,
+        ab=spec.ab.model_dump() if spec.ab else None,
+        log_uri=workdir.prediction_log_uri(card),
+    )
+    if blocking:
+        import time as _time
+
+        log.info("serving %s at %s; Ctrl-C to stop", card.name, url)
+        try:
+            while True:
+                _time.sleep(3600)
+        except KeyboardInterrupt:
+            from ray import serve
+
+            serve.delete(card.name)
+    return url
