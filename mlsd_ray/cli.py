@@ -23,6 +23,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
+from mlsd_ray.cli_lineage import lineage_command
 from mlsd_ray.errors import MlsdError
 from mlsd_ray.settings import DEFAULT_WORKDIR, Workdir
 from mlsd_ray.spec import DesignCard, load_card
@@ -394,7 +395,9 @@ def _champion_threshold(card: DesignCard, workdir: Workdir) -> float:
     return read_manifest(path).threshold
 
 
-# Recommendation: `mlsd ab CARD --feedback FILE` (mlsd_ray/recsys/cli.py).
+app.command("lineage")(lineage_command)
+
+# Recommendation: `mlsd ab CARD --feedback FILE`, `mlsd recommend CARD` (mlsd_ray/recsys/cli.py).
 from mlsd_ray.recsys.cli import register as _register_recsys  # noqa: E402
 
 _register_recsys(app)

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from mlsd_ray.recsys.card import ABTest, Arm
+from mlsd_ray.ranking_card import ABTest, Arm
 
 ARM = "arm"
 __all__ = ["ARM", "ABTest", "Arm", "assign", "bucket", "compare", "report"]

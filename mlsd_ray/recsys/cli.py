@@ -63,6 +63,18 @@ def ab_report(card_path: Path, workdir: Path, feedback: Path, overrides: list[st
     return out
 
 
+def _logging() -> None:
+    """What ``mlsd_ray.cli`` sets up for its own commands (this module must not import it:
+    the CLI sits above every other layer)."""
+    import os
+
+    logging.basicConfig(
+        level=os.environ.get("MLSD_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
 def register(app: typer.Typer) -> None:
     """Add ``ab`` to the ``mlsd`` app."""
 
@@ -79,9 +91,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """A/B test report: each arm's online metrics (CTR, watch time) with 95 % intervals and
         a significance test against the control arm (reports/ab/ab_report.json)."""
-        from mlsd_ray.cli import _setup
-
-        _setup(card, workdir, set_)
+        _logging()
         typer.echo(json.dumps(ab_report(card, workdir, feedback, set_), indent=2))
 
     @app.command()
@@ -96,8 +106,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Serve a ranking card: publish its features to Redis, deploy the retrieval + ranking
         graph (POST /<card>/recommend) until Ctrl-C."""
-        from mlsd_ray.cli import _setup
         from mlsd_ray.recsys.stage import serve_ranking
+        from mlsd_ray.settings import Workdir
+        from mlsd_ray.spec import load_card
 
-        c, w = _setup(card, workdir, set_)
-        serve_ranking(c, w, blocking=True)
+        _logging()
+        serve_ranking(load_card(card, overrides=set_), Workdir.of(workdir), blocking=True)

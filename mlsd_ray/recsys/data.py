@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from mlsd_ray.data.packages import is_package_uri, package_path
 from mlsd_ray.errors import DataError
+from mlsd_ray.package_uri import is_package_uri, package_path
 
 USER, ITEM, RATING, TS = "user_id", "item_id", "rating", "timestamp"
 ML100K = "package://recbole/dataset_example/ml-100k/ml-100k"

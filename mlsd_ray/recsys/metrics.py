@@ -1,6 +1,6 @@
 """Ranking metrics per user for top-k recommendation lists.
 
-The definitions are those of :func:`mlsd_ray.evaluate.metrics.ranking_metrics` (NDCG with linear
+The definitions are those of :func:`mlsd_ray.metrics.ranking_metrics` (NDCG with linear
 gains as scikit-learn's ``ndcg_score``, MAP@k divided by ``min(#relevant, k)``, recall@k over all
 of the user's relevant items); a unit test checks the two agree. This module computes them
 vectorised over a (users x k) hit matrix, because the bootstrap over users needs the per-user

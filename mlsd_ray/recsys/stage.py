@@ -23,7 +23,7 @@ import pandas as pd
 from mlsd_ray import storage
 from mlsd_ray.errors import CardError, DataError
 from mlsd_ray.models.package import MANIFEST, InputSchema, ModelManifest
-from mlsd_ray.recsys.card import RankingSpec
+from mlsd_ray.ranking_card import RankingSpec
 from mlsd_ray.recsys.data import TS, RecData, normalise_interactions, read_atomic, time_split
 from mlsd_ray.recsys.metrics import evaluate_lists
 from mlsd_ray.settings import Workdir

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlsd_ray.evaluate.metrics import ranking_metrics
+from mlsd_ray.metrics import ranking_metrics
 from mlsd_ray.recsys.baselines import ItemToItem, Popular, PureSVD, RecentPopular
 from mlsd_ray.recsys.data import load_movielens, normalise_interactions, time_split
 from mlsd_ray.recsys.metrics import (
