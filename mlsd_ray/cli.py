@@ -521,6 +521,10 @@ def init(
 
 
 VERBOSE_FLAGS = {"-v": 1, "--verbose": 1, "-vv": 2, "-vvv": 2}
+# Recommendation: `mlsd ab CARD --feedback FILE`, `mlsd recommend CARD` (mlsd_ray/recsys/cli.py).
+from mlsd_ray.recsys.cli import register as _register_recsys  # noqa: E402
+
+_register_recsys(app)
 
 
 def main() -> None:

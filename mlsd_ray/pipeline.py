@@ -29,6 +29,11 @@ def etl(card: DesignCard, workdir: Workdir) -> dict[str, Any]:
     from mlsd_ray.data.etl import run_etl
     from mlsd_ray.lineage import prune_data_versions
 
+    if card.framing.category == "ranking":  # recommendation: mlsd_ray.recsys.stage
+        from mlsd_ray.recsys.stage import etl_ranking
+
+        return etl_ranking(card, workdir)
+
     summary = run_etl(card, workdir)
     out = summary.model_dump() if hasattr(summary, "model_dump") else dict(summary)
     out["data_versions"] = prune_data_versions(card, workdir)  # keeps what models point to
@@ -39,12 +44,22 @@ def etl(card: DesignCard, workdir: Workdir) -> dict[str, Any]:
 def train(card: DesignCard, workdir: Workdir, only: list[str] | None = None) -> dict[str, Any]:
     from mlsd_ray.train.stage import train_models
 
+    if card.framing.category == "ranking":
+        from mlsd_ray.recsys.stage import train_ranking
+
+        return train_ranking(card, workdir)
+
     return train_models(card, workdir, only=only)
 
 
 @synced("evaluate")
 def evaluate(card: DesignCard, workdir: Workdir) -> dict[str, Any]:
     from mlsd_ray.evaluate.stage import evaluate_models
+
+    if card.framing.category == "ranking":
+        from mlsd_ray.recsys.stage import evaluate_ranking
+
+        return evaluate_ranking(card, workdir)
 
     return evaluate_models(card, workdir)
 
@@ -114,7 +129,12 @@ def register(
     }
     report["promotion"] = result
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
-    write_markdown(report, out_dir / "report.md")
+    if card.framing.category == "ranking":
+        from mlsd_ray.recsys.stage import write_markdown as write_ranking_markdown
+
+        write_ranking_markdown(report, out_dir / "report.md")
+    else:
+        write_markdown(report, out_dir / "report.md")
     storage.write_json(str(workdir.summary_path("register")), result)
     return result
 

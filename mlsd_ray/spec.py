@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from mlsd_ray.errors import CardError
 from mlsd_ray.models.kinds import KIND_NAMES, KINDS, check_params
+from mlsd_ray.ranking_card import RANKING_KINDS, RankingSpec
 from mlsd_ray.spec_cluster import Storage
 from mlsd_ray.tasks import TASK_NAMES, TASKS
 
@@ -25,6 +26,9 @@ FieldType = Literal["string", "text", "int", "float", "bool", "category", "image
 SourceFormat = Literal["csv", "tsv", "parquet", "json"]
 #: Every model kind, from the table of kinds (mlsd_ray.models.kinds).
 ModelKind = Literal[KIND_NAMES]  # type: ignore[valid-type]
+#: Recommendation systems (``category: ranking``, mlsd_ray.recsys); their settings live in the
+#: card's ``ranking:`` section, not in the table of kinds.
+RankingKind = Literal[RANKING_KINDS]  # type: ignore[valid-type]
 
 
 class _Strict(BaseModel):
@@ -434,7 +438,7 @@ class Tuning(_Strict):
 
 class ModelSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
-    kind: ModelKind
+    kind: ModelKind | RankingKind
     #: kind-specific options (e.g. tfidf max_features, C).
     params: dict[str, Any] = Field(default_factory=dict)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
@@ -446,6 +450,8 @@ class ModelSpec(_Strict):
     @model_validator(mode="after")
     def _fits_kind(self) -> ModelSpec:
         """Params, trainer options and tuning must be ones the kind reads (nothing ignored)."""
+        if self.kind in RANKING_KINDS:  # mlsd_ray.recsys reads their params
+            return self
         kind = KINDS[self.kind]
         problems = []
         try:
@@ -489,6 +495,8 @@ ClassMetric = Literal[Metric, "f1_weighted"]
 #: Regression metrics (``category: regression``); mse, mae and rmse are lower-is-better.
 RegressionMetric = Literal["mse", "mae", "rmse", "r2"]
 LOWER_IS_BETTER = ("mse", "mae", "rmse")
+#: Ranking metrics (``category: ranking``), averaged over users.
+RankingMetric = Literal["ndcg@10", "map@10", "recall@10", "recall@100", "coverage@10"]
 
 
 class GateRule(_Strict):
@@ -509,7 +517,7 @@ class GateRule(_Strict):
 class Gate(_Strict):
     """When may a candidate take the `champion` alias?"""
 
-    metric: Literal[ClassMetric, RegressionMetric] = "roc_auc"
+    metric: Literal[ClassMetric, RegressionMetric, RankingMetric] = "roc_auc"
     min_value: float = 0.0  # absolute floor on the test split
     #: Lower-is-better metrics (mse, mae, rmse): an absolute ceiling on the test split, e.g.
     #: ``max_value: 1.0`` for rmse; None = no ceiling. (``min_value`` does not apply to them.)
@@ -817,11 +825,13 @@ class DesignCard(_Strict):
     deployment: Deployment = Field(default_factory=Deployment)
     monitoring: Monitoring = Field(default_factory=Monitoring)
     storage: Storage = Field(default_factory=Storage)  # spec_cluster.py: workdir URI, tracking
+    #: Recommendation settings (``framing.category: ranking``; mlsd_ray.ranking_card).
+    ranking: RankingSpec | None = None
 
     @model_validator(mode="after")
     def _inference_needs_a_transformer(self) -> DesignCard:
         kinds = [m.kind for m in [self.models.baseline, *self.models.candidates]]
-        fast = any(KINDS[k].fast_inference for k in kinds)
+        fast = any(k in KINDS and KINDS[k].fast_inference for k in kinds)
         if self.deployment.inference != "fp32" and not fast:
             raise ValueError(
                 f"deployment.inference {self.deployment.inference!r} applies to transformer "
@@ -833,6 +843,8 @@ class DesignCard(_Strict):
     @model_validator(mode="after")
     def _gate_fits_category(self) -> DesignCard:
         task = TASKS[self.framing.category]
+        if self.framing.category == "ranking" and self.ranking is None:
+            self.ranking = RankingSpec()
         gate = self.evaluation.gate
         if "metric" not in gate.model_fields_set and gate.metric not in task.gate_metrics:
             # The default (roc_auc) is a classifier's: take the task's own.
@@ -914,7 +926,7 @@ class DesignCard(_Strict):
     @model_validator(mode="after")
     def _models_fit_task(self) -> DesignCard:
         for spec in [self.models.baseline, *self.models.candidates]:
-            tasks = KINDS[spec.kind].tasks
+            tasks = {"ranking"} if spec.kind in RANKING_KINDS else KINDS[spec.kind].tasks
             if self.framing.category not in tasks:
                 raise ValueError(
                     f"models.{spec.name}: kind {spec.kind!r} does not do "

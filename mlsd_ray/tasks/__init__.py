@@ -10,12 +10,14 @@ from __future__ import annotations
 from mlsd_ray.tasks.base import Decision, Task
 from mlsd_ray.tasks.binary import BinaryTask
 from mlsd_ray.tasks.multiclass import MulticlassTask
+from mlsd_ray.tasks.ranking import RankingTask
 from mlsd_ray.tasks.regression import RegressionTask
 
 TASKS: dict[str, Task] = {
     "binary": BinaryTask(),
     "multiclass": MulticlassTask(),
     "regression": RegressionTask(),
+    "ranking": RankingTask(),
 }
 TASK_NAMES: tuple[str, ...] = tuple(TASKS)
 
