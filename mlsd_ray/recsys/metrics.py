@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from mlsd_ray.evaluate.bootstrap import _interval, resample_indices
+from mlsd_ray.tasks.bootstrap import _interval, resample_indices
 
 #: Slices by the number of interactions a user had before the split (its history).
 ACTIVITY_BINS: tuple[tuple[str, int, int], ...] = (
