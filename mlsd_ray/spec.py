@@ -709,6 +709,9 @@ class Deployment(_Strict):
 
 
 # 7. Monitoring ---------------------------------------------------------------------------
+from mlsd_ray.monitor.card import MonitoringLoop  # noqa: E402  (pydantic only, no cycle)
+
+
 class Monitoring(_Strict):
     #: Prediction log location; relative paths resolve against the workdir.
     prediction_log_uri: str = "predictions"
@@ -721,6 +724,16 @@ class Monitoring(_Strict):
     #: Fewer logged predictions than this give "insufficient_data", not a drift verdict: PSI
     #: and KS on a handful of rows are noise.
     min_rows: int = Field(100, ge=1)
+    #: Share of requests written to the prediction log, e.g. 0.1 (decided per request id).
+    sample_rate: float = Field(1.0, ge=0, le=1)
+    #: "hash": text inputs are logged as a short SHA-256 and a length, not the text.
+    log_text: Literal["full", "hash"] = "full"
+    #: Rows held in memory while the store is slow or down; beyond it rows are dropped and
+    #: counted (the request is never failed), e.g. 100000.
+    max_pending_rows: int = Field(100_000, ge=1)
+    #: Delayed labels, drift windows, alerts and the retrain loop (issue 12); see
+    #: ``mlsd_ray/monitor/card.py``.
+    loop: MonitoringLoop = Field(default_factory=MonitoringLoop)
 
 
 # The card --------------------------------------------------------------------------------
