@@ -66,7 +66,7 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as f:
             f.write(text + "\n")
-    print(text)  # noqa: T201  (a script's output)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -76,6 +76,10 @@ class DriftWindows(_Strict):
     min_rows: int = Field(200, ge=1)
     #: A window drifts when at least this many features (or the prediction) alert.
     min_alerting: int = Field(1, ge=1)
+    #: Inputs not watched for drift, e.g. ``[Month]`` (a calendar input drifts by design).
+    ignore: list[str] = Field(default_factory=list)
+    #: Also alert on the KS test's p-value (sensitive to tiny shifts on large windows).
+    use_ks: bool = False
 
 
 class Watch(_Strict):
