@@ -394,6 +394,15 @@ def _champion_threshold(card: DesignCard, workdir: Workdir) -> float:
     return read_manifest(path).threshold
 
 
+def _register_monitor_commands() -> None:
+    from mlsd_ray.monitor.commands import register_commands
+
+    register_commands(app)  # mlsd watch / hold / labels (issue 12)
+
+
+_register_monitor_commands()
+
+
 def main() -> None:
     try:
         app()
