@@ -1,6 +1,5 @@
 """``mlsd watch``, ``mlsd hold`` and ``mlsd labels``: registered on the CLI by ``cli.py``."""
 
-
 from pathlib import Path
 from typing import Annotated
 
