@@ -291,13 +291,15 @@ def main() -> None:
     parser.add_argument("--plots", default=None, help="Folder for loop_<stream>.png")
     parser.add_argument("--window-rows", type=int, default=500)
     parser.add_argument("--fresh-rows", type=int, default=1000)
+    parser.add_argument("--streams", default="online_shoppers,obp_clicks")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     plots = Path(args.plots) if args.plots else None
-    result = {
-        "online_shoppers": online_shoppers(args.window_rows, args.fresh_rows, plots),
-        "obp_clicks": obp_clicks(args.window_rows, args.fresh_rows, plots),
-    }
+    runs = {"online_shoppers": online_shoppers, "obp_clicks": obp_clicks}
+    result = {}
+    for name in args.streams.split(","):
+        result[name] = runs[name](args.window_rows, args.fresh_rows, plots)
+        print(name, json.dumps(result[name]), flush=True)
     text = json.dumps(result, indent=2)
     if args.json:
         Path(args.json).write_text(text + "\n")

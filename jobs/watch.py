@@ -11,9 +11,9 @@ from typing import Any
 
 from mlsd_ray.jobtools import job_main
 from mlsd_ray.monitor import watch
-from mlsd_ray.monitor.watch_stages import default_stages
 from mlsd_ray.settings import Workdir
 from mlsd_ray.spec import DesignCard
+from mlsd_ray.watch_loop import default_stages
 
 
 def _loop(card: DesignCard, workdir: Workdir) -> Any:

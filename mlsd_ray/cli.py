@@ -23,6 +23,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
+from mlsd_ray.cli_lineage import lineage_command
 from mlsd_ray.errors import MlsdError
 from mlsd_ray.settings import DEFAULT_WORKDIR, Workdir
 from mlsd_ray.spec import DesignCard, load_card
@@ -394,10 +395,13 @@ def _champion_threshold(card: DesignCard, workdir: Workdir) -> float:
     return read_manifest(path).threshold
 
 
-def _register_monitor_commands() -> None:
-    from mlsd_ray.monitor.commands import register_commands
+app.command("lineage")(lineage_command)
 
-    register_commands(app)  # mlsd watch / hold / labels (issue 12)
+
+def _register_monitor_commands() -> None:
+    from mlsd_ray.cli_watch import register_commands
+
+    register_commands(app, _setup, _emit)  # mlsd watch / hold / labels (issue 12)
 
 
 _register_monitor_commands()

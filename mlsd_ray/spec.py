@@ -16,13 +16,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from mlsd_ray.errors import CardError
 
 Category = Literal["binary", "multiclass", "regression"]
-FieldType = Literal["string", "text", "int", "float", "bool", "category"]
+FieldType = Literal["string", "text", "int", "float", "bool", "category", "image"]
 SourceFormat = Literal["csv", "tsv", "parquet", "json"]
 ModelKind = Literal["majority", "tfidf_logreg", "logreg", "transformer"]
 #: Kinds added for deep tabular models and regression (mlsd_ray.models.mlp / .regression).
 DeepKind = Literal["mlp", "mean", "ridge"]
 #: The tabular ladder: gradient-boosted trees (trained with Ray Train) and ensembles.
 LadderKind = Literal["xgboost", "lightgbm", "bagging", "stacking"]
+#: Image models (mlsd_ray.models.cnn), trained with Ray Train.
+ImageKind = Literal["cnn"]
 
 
 class _Strict(BaseModel):
@@ -38,12 +40,35 @@ class Requirements(_Strict):
 
 
 # 2. Framing ------------------------------------------------------------------------------
+class ImageInput(_Strict):
+    """How an ``image`` input is decoded (Pillow) and resized before the model sees it."""
+
+    width: int = Field(8, ge=1, le=1024)
+    height: int = Field(8, ge=1, le=1024)
+    #: ``L`` = one grey channel, ``RGB`` = three.
+    mode: Literal["L", "RGB"] = "L"
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.mode == "L" else 3
+
+
 class InputField(_Strict):
     name: str
     type: FieldType = "string"
     required: bool = True
     #: For text: rows whose stripped text is shorter are quarantined as empty.
     min_length: int = Field(1, ge=0)
+    #: For ``type: image`` (bytes or base64 text): size and colour mode; defaults when absent.
+    image: ImageInput | None = None
+
+    @model_validator(mode="after")
+    def _image_options(self) -> InputField:
+        if self.image is not None and self.type != "image":
+            raise ValueError(f"input {self.name!r}: `image` options need `type: image`")
+        if self.type == "image" and self.image is None:
+            self.image = ImageInput()
+        return self
 
 
 class Label(_Strict):
@@ -293,6 +318,19 @@ class Data(_Strict):
     #: ``COL_month`` or ``COL_year``, in UTC). E.g. ``partition_by: [Month]`` or
     #: ``partition_by: ["date(timestamp)"]``. Readers restore the columns with their types.
     partition_by: list[str] = Field(default_factory=list)
+    #: Old dataset versions kept under ``<output_uri>/versions/`` (see ``DataVersions``).
+    versions: DataVersions = Field(default_factory=lambda: DataVersions())
+
+
+class DataVersions(_Strict):
+    """Every ETL run writes its splits under ``<output_uri>/versions/<dataset_version>/``;
+    older versions stay for lineage and reproducing a model. After a run, versions beyond the
+    ``keep`` most recent are pruned, except the current one and any a registered model or a
+    trained package of the workdir points to (those are never removed)."""
+
+    keep: int = Field(5, ge=1)
+    #: false: never prune (keep every version).
+    prune: bool = True
 
 
 # 4. Models -------------------------------------------------------------------------------
@@ -396,7 +434,7 @@ class Tuning(_Strict):
 
 class ModelSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
-    kind: Literal[ModelKind, DeepKind, LadderKind]  # nested Literals flatten: one error
+    kind: Literal[ModelKind, DeepKind, LadderKind, ImageKind]  # nested Literals flatten: one error
     #: kind-specific options (e.g. tfidf max_features, C).
     params: dict[str, Any] = Field(default_factory=dict)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
@@ -709,7 +747,94 @@ class Deployment(_Strict):
 
 
 # 7. Monitoring ---------------------------------------------------------------------------
-from mlsd_ray.monitor.card import MonitoringLoop  # noqa: E402  (pydantic only, no cycle)
+# The acting monitor (issue 12): delayed labels, drift windows, the retrain loop.
+class FeedbackSource(_Strict):
+    """Where delayed labels come from. Every row/message carries the key (``request_id``, or
+    the entity column), the label and the time it happened."""
+
+    kind: Literal["file", "postgres", "nats"]
+    #: file: a path, folder, glob or ``s3://`` prefix (JSON lines, Parquet or CSV);
+    #: postgres: ``postgresql://user@host:port/db`` (password from PGPASSWORD, never the card);
+    #: nats: ``nats://127.0.0.1:4222``.
+    uri: str
+    #: postgres: the table, e.g. ``verdicts``.
+    table: str | None = None
+    #: nats: the JetStream stream and subject filter, e.g. ``FEEDBACK`` and ``feedback.>``.
+    stream: str | None = None
+    subject: str | None = None
+    #: nats: at most this many messages per read (a bounded fetch, not a subscription).
+    max_messages: int = Field(100_000, ge=1)
+
+    @model_validator(mode="after")
+    def _needs(self) -> FeedbackSource:
+        if self.kind == "postgres" and not self.table:
+            raise ValueError("a postgres feedback source needs 'table'")
+        if self.kind == "nats" and not (self.stream and self.subject):
+            raise ValueError("a nats feedback source needs 'stream' and 'subject'")
+        return self
+
+
+class Feedback(_Strict):
+    sources: list[FeedbackSource] = Field(default_factory=list)
+    #: Join key: ``request_id`` (the id the endpoint answered with) or an entity column that
+    #: the log holds as an input (e.g. ``session_id``); an entity joins to its latest
+    #: prediction before the feedback.
+    key: str = "request_id"
+    #: The label column of the feedback (0/1 for binary systems).
+    label_column: str = "label"
+    #: The time the outcome happened (ISO 8601 or epoch seconds).
+    time_column: str = "ts"
+    #: A label arriving later than this after its prediction is counted late and not used;
+    #: a prediction older than this without a label counts as never labelled.
+    window_s: float = Field(86_400.0, gt=0)
+
+
+class DriftWindows(_Strict):
+    #: Sliding windows of served traffic compared with the training reference.
+    window_s: float = Field(3600.0, gt=0)
+    #: Step between window starts (= window_s: tumbling windows).
+    step_s: float | None = Field(None, gt=0)
+    #: Windows with fewer rows than this give no verdict.
+    min_rows: int = Field(200, ge=1)
+    #: A window drifts when at least this many features (or the prediction) alert.
+    min_alerting: int = Field(1, ge=1)
+    #: Inputs not watched for drift, e.g. ``[Month]`` (a calendar input drifts by design).
+    ignore: list[str] = Field(default_factory=list)
+    #: Also alert on the KS test's p-value (sensitive to tiny shifts on large windows).
+    use_ks: bool = False
+
+
+class Watch(_Strict):
+    """When and how ``mlsd watch`` retrains, and the guards around it."""
+
+    #: Drift or decay must hold this many consecutive windows before a retrain.
+    sustain_windows: int = Field(2, ge=1)
+    #: Decay: the online metric below this (per window, labelled rows) counts as decay,
+    #: e.g. ``{metric: roc_auc, min_value: 0.75}``; None = drift only.
+    decay_metric: Literal["roc_auc", "accuracy", "log_loss_gap"] = "roc_auc"
+    decay_min_value: float | None = None
+    #: Retrain on the newest this many seconds of labelled traffic (with the training split).
+    fresh_window_s: float = Field(7 * 86_400.0, gt=0)
+    min_interval_s: float = Field(3600.0, ge=0)
+    max_retrains_per_day: int = Field(4, ge=0)
+    #: No promotion before each arm has this many labelled predictions.
+    min_labels: int = Field(200, ge=1)
+    #: Two-sided significance level of the arm comparison.
+    alpha: float = Field(0.05, gt=0, lt=1)
+    #: A challenger better by less than this (absolute) is not promoted.
+    min_improvement: float = Field(0.0, ge=0)
+    #: Seconds between steps of the long-lived loop.
+    poll_s: float = Field(60.0, gt=0)
+    #: A canary that has not gathered min_labels within this long is rolled back.
+    canary_timeout_s: float = Field(7 * 86_400.0, gt=0)
+
+
+class MonitoringLoop(_Strict):
+    feedback: Feedback = Field(default_factory=Feedback)
+    drift: DriftWindows = Field(default_factory=DriftWindows)
+    watch: Watch = Field(default_factory=Watch)
+    #: Where the watch loop keeps its state and decision log (relative to the workdir).
+    state_uri: str = "watch"
 
 
 class Monitoring(_Strict):
@@ -731,8 +856,7 @@ class Monitoring(_Strict):
     #: Rows held in memory while the store is slow or down; beyond it rows are dropped and
     #: counted (the request is never failed), e.g. 100000.
     max_pending_rows: int = Field(100_000, ge=1)
-    #: Delayed labels, drift windows, alerts and the retrain loop (issue 12); see
-    #: ``mlsd_ray/monitor/card.py``.
+    #: Delayed labels, drift windows, alerts and the retrain loop (issue 12).
     loop: MonitoringLoop = Field(default_factory=MonitoringLoop)
 
 
@@ -894,7 +1018,7 @@ def load_card(path: str | Path, overrides: list[str] | None = None) -> DesignCar
 def resolve_uri(uri: str, base_dir: Path) -> str:
     """Relative local paths resolve against base_dir; ``package://`` URIs resolve to the file in
     the installed package; other URIs with a scheme pass through."""
-    from mlsd_ray.data.packages import is_package_uri, package_path
+    from mlsd_ray.package_uri import is_package_uri, package_path
 
     if is_package_uri(uri):
         return package_path(uri)

@@ -27,7 +27,7 @@ LABEL = "label"
 def score_split(model_dir: Path, uri: str) -> tuple[np.ndarray, np.ndarray]:
     """(labels, P(positive)) of a small split, scored in this process: the validation split
     is small, and a Ray Data job would cost more to start than to run."""
-    from mlsd_ray.train.stage import read_split
+    from mlsd_ray.data.layout import read_split
 
     frame = read_split(uri)
     predictor = Predictor(model_dir)

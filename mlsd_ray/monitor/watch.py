@@ -12,9 +12,10 @@ action, so a loop killed at any point resumes from it:
 * killed while a canary runs: the rerun keeps evaluating the canary.
 
 Every decision, with the figures behind it, is appended to ``decisions.jsonl`` there.
-The stages are the pipeline's (``Stages``): ETL with the fresh labelled window added as a
-source, training (warm start where the kind supports it), evaluation against the champion on
-the new test split, registration as challenger, and the serve rollout helpers.
+The stages (``Stages``) are injected; ``mlsd_ray/watch_loop.py`` wires the pipeline's: ETL
+with the fresh labelled window added as a source, training (warm start where the kind supports
+it), evaluation against the champion on the new test split, registration as challenger, and
+the serve rollout helpers.
 """
 
 from __future__ import annotations

@@ -1,13 +1,27 @@
-"""``mlsd watch``, ``mlsd hold`` and ``mlsd labels``: registered on the CLI by ``cli.py``."""
+"""``mlsd watch``, ``mlsd hold`` and ``mlsd labels`` (issue 12), registered by ``cli.py``."""
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from mlsd_ray.settings import DEFAULT_WORKDIR
 
-def register_commands(app: typer.Typer) -> None:
-    from mlsd_ray.cli import DEFAULT_WORKDIR, CardArg, SetOpt, WorkdirOpt, _emit, _setup
+CardArg = Annotated[Path, typer.Argument(help="Design card (YAML).")]
+WorkdirOpt = Annotated[
+    Path, typer.Option("--workdir", "-w", help="Where every artifact of the run is written.")
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a card field, e.g. --set data.split.seed=1"),
+]
+
+
+def register_commands(
+    app: typer.Typer, _setup: Callable[..., Any], _emit: Callable[[Any], None]
+) -> None:
+    """Add the commands to ``app``; ``_setup``/``_emit`` are the CLI's (card + workdir, JSON)."""
 
     @app.command()
     def watch(
@@ -22,7 +36,7 @@ def register_commands(app: typer.Typer) -> None:
         """Watch drift and decay; retrain, gate, canary, promote or roll back (see the card's
         monitoring.loop). Every decision goes to <workdir>/watch/decisions.jsonl."""
         from mlsd_ray.monitor import watch as w
-        from mlsd_ray.monitor.watch_stages import default_stages
+        from mlsd_ray.watch_loop import default_stages
 
         c, wd = _setup(card, workdir, set_)
         if port is not None:
