@@ -527,6 +527,15 @@ from mlsd_ray.recsys.cli import register as _register_recsys  # noqa: E402
 _register_recsys(app)
 
 
+def _register_monitor_commands() -> None:
+    from mlsd_ray.cli_watch import register_commands
+
+    register_commands(app, _setup, _emit)  # mlsd watch / hold / labels (issue 12)
+
+
+_register_monitor_commands()
+
+
 def main() -> None:
     """The ``mlsd`` entry point: -v anywhere on the line, errors as one block, exit codes."""
     global _verbosity

@@ -66,10 +66,15 @@ def evaluate(card: DesignCard, workdir: Workdir) -> dict[str, Any]:
 
 @synced("register")
 def register(
-    card: DesignCard, workdir: Workdir, report: dict[str, Any] | None = None
+    card: DesignCard,
+    workdir: Workdir,
+    report: dict[str, Any] | None = None,
+    *,
+    promote: bool = True,
 ) -> dict[str, Any]:
     """Register the candidate the evaluation put forward; move ``challenger`` to it, and
-    ``champion`` only when the gate passed. The report records why."""
+    ``champion`` only when the gate passed (and ``promote``: the watch loop canaries first).
+    The report records why."""
     from mlsd_ray import registry
 
     if report is None:
@@ -107,11 +112,13 @@ def register(
     if report.get("model_card"):
         registry.attach_model_card(card, workdir, info.version, Path(report["model_card"]))
     previous = report.get("champion")
-    if report["gate"]["passed"]:
+    if report["gate"]["passed"] and promote:
         registry.set_alias(card, workdir, registry.CHAMPION, info.version)
         summary = f"Version {info.version} ({name}) is now `champion`: every gate rule passed" + (
             f" (previous champion: v{previous['version']})." if previous else " (first champion)."
         )
+    elif report["gate"]["passed"]:
+        summary = f"Version {info.version} ({name}) passed the gate; `challenger` until its canary"
     else:
         kept = f"v{previous['version']} stays `champion`" if previous else "no champion is set"
         summary = (
@@ -123,7 +130,8 @@ def register(
     result = {
         "registered_version": info.version,
         "model_name": name,
-        "promoted": bool(report["gate"]["passed"]),
+        "promoted": bool(report["gate"]["passed"] and promote),
+        "gate_passed": bool(report["gate"]["passed"]),
         "champion_version": champion.version if champion else None,
         "summary": summary,
     }

@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from mlsd_ray.errors import DataError
-from mlsd_ray.monitor.log import MODEL_VERSION, PROBABILITY, REQUEST_ID
+from mlsd_ray.monitor.card import Feedback
+from mlsd_ray.monitor.log import ARM, MODEL_VERSION, PROBABILITY, REQUEST_ID, TS
 from mlsd_ray.spec import OnlineMetric
 
 POSITION = "position"
@@ -117,3 +118,143 @@ def online_metrics(
         }
         out["metrics"][m.name] = entry
     return out
+
+
+# -- delayed labels: the join within a window, and metrics per model version and arm -------
+LABEL_COL, DELAY_S, STATE = "feedback_label", "label_delay_s", "label_state"
+FB_LABEL, FB_TS = "_fb_label", "_fb_ts"  # feedback columns while joining
+
+
+def join_delayed(
+    log: pd.DataFrame, labels: pd.DataFrame, feedback: Feedback, now: pd.Timestamp | None = None
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Every logged prediction with its label (if one arrived in time) and the counts.
+
+    ``labels`` has ``key``, ``label``, ``event_ts`` (``feedback.read_feedback_sources``). With
+    ``feedback.key == "request_id"`` a label applies to every instance of its request; with an
+    entity key, to the latest prediction of that entity at or before the label's time. Each
+    prediction ends in one ``label_state``: ``labelled``, ``late`` (the label came after
+    ``window_s``), ``pending`` (younger than the window, no label yet) or ``never`` (older,
+    no label). Labels whose key matches no prediction are counted as ``unknown_key``;
+    repeated labels for one prediction keep the first and count ``duplicate``.
+    """
+    from mlsd_ray.monitor.feedback import EVENT_TS, KEY, LABEL
+
+    now = now if now is not None else pd.Timestamp.now(tz="UTC")
+    window = pd.Timedelta(seconds=feedback.window_s)
+    rows = log.copy()
+    rows["_row"] = np.arange(len(rows))
+    # The log has its own ``label`` (the served decision) and maybe an ``event_ts`` input.
+    labels = labels.sort_values(EVENT_TS, kind="stable").rename(
+        columns={LABEL: FB_LABEL, EVENT_TS: FB_TS}
+    )
+    if feedback.key == REQUEST_ID:
+        rows[REQUEST_ID] = rows[REQUEST_ID].astype(str)
+        known = labels[KEY].isin(set(rows[REQUEST_ID]))
+        first = labels[known].drop_duplicates(KEY, keep="first")
+        duplicate = int(known.sum() - len(first))
+        merged = rows.merge(
+            first.rename(columns={KEY: REQUEST_ID}), on=REQUEST_ID, how="left", validate="m:1"
+        )
+    else:
+        if feedback.key not in rows.columns:
+            raise DataError(
+                f"monitoring.loop.feedback.key {feedback.key!r} is not a column of the "
+                f"prediction log (columns: {sorted(rows.columns)}).",
+                fix="use request_id, or an entity that is one of the card's inputs",
+            )
+        rows["_entity"] = rows[feedback.key].astype(str)
+        known = labels[KEY].isin(set(rows["_entity"]))
+        lab = labels[known].rename(columns={KEY: "_entity"})
+        # The prediction each label belongs to: the entity's latest one at or before it.
+        matched = pd.merge_asof(
+            lab.sort_values(FB_TS),
+            rows[["_entity", TS, "_row"]].sort_values(TS),
+            left_on=FB_TS,
+            right_on=TS,
+            by="_entity",
+            direction="backward",
+        ).dropna(subset=["_row"])
+        first = matched.drop_duplicates("_row", keep="first")
+        duplicate = int(len(matched) - len(first))
+        unmatched = int(known.sum() - len(matched))
+        merged = rows.merge(first[["_row", FB_LABEL, FB_TS]], on="_row", how="left")
+    delay = (merged[FB_TS] - merged[TS]).dt.total_seconds()
+    has = merged[FB_LABEL].notna()
+    late = has & (delay > feedback.window_s)
+    state = np.where(
+        has & ~late,
+        "labelled",
+        np.where(late, "late", np.where(merged[TS] + window > now, "pending", "never")),
+    )
+    out = merged.drop(columns=["_row", "_entity"], errors="ignore").rename(
+        columns={FB_LABEL: LABEL_COL, FB_TS: "feedback_ts"}
+    )
+    out[DELAY_S] = delay
+    out[STATE] = state
+    out.loc[out[STATE] != "labelled", LABEL_COL] = np.nan
+    counts = {
+        "predictions": len(out),
+        "labels": len(labels),
+        "unknown_key": int((~known).sum()) + (0 if feedback.key == REQUEST_ID else unmatched),
+        "duplicate": duplicate,
+        **{s: int((out[STATE] == s).sum()) for s in ("labelled", "late", "pending", "never")},
+    }
+    return out, counts
+
+
+def _calibration(p: np.ndarray, y: np.ndarray, bins: int = 10) -> dict[str, Any]:
+    """Expected calibration error over equal-width bins, plus mean predicted vs observed."""
+    idx = np.clip((p * bins).astype(int), 0, bins - 1)
+    ece = sum(
+        abs(p[idx == b].mean() - y[idx == b].mean()) * (idx == b).sum()
+        for b in range(bins)
+        if (idx == b).any()
+    ) / max(len(p), 1)
+    return {"ece": float(ece), "mean_predicted": float(p.mean()), "observed_rate": float(y.mean())}
+
+
+def arm_metrics(rows: pd.DataFrame, threshold: float) -> dict[str, Any]:
+    """The online figures of one group of joined predictions (``join_delayed`` output)."""
+    from sklearn.metrics import roc_auc_score
+
+    lab = rows[rows[STATE] == "labelled"]
+    y = lab[LABEL_COL].to_numpy(dtype=float) >= 0.5
+    p = lab[PROBABILITY].to_numpy(dtype=float)
+    flag = p >= threshold
+    delays = lab[DELAY_S].to_numpy(dtype=float)
+    out: dict[str, Any] = {
+        "served": len(rows),
+        **{s: int((rows[STATE] == s).sum()) for s in ("labelled", "late", "pending", "never")},
+        # Clicks: a served row whose click never came counts as no click (once the window ends).
+        "ctr": float(y.sum() / max(len(lab) + int((rows[STATE] == "never").sum()), 1))
+        if len(rows)
+        else None,
+        "positive_rate": float(y.mean()) if len(y) else None,
+        "caught_share": float(flag[y].mean()) if y.any() else None,
+        "precision_of_flags": float(y[flag].mean()) if flag.any() else None,
+        "roc_auc": float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else None,
+        "calibration": _calibration(p, y.astype(float)) if len(y) else None,
+        "label_delay_s": {
+            "p50": float(np.percentile(delays, 50)),
+            "p95": float(np.percentile(delays, 95)),
+        }
+        if len(delays)
+        else None,
+    }
+    return out
+
+
+def online_by_arm(joined: pd.DataFrame, threshold: float) -> dict[str, Any]:
+    """``arm_metrics`` overall and per (model version, arm)."""
+    groups: dict[str, Any] = {}
+    arm = joined[ARM] if ARM in joined.columns else pd.Series("champion", index=joined.index)
+    for (version, a), part in joined.groupby(
+        [joined[MODEL_VERSION].astype(str), arm.fillna("champion")]
+    ):
+        groups[f"{version}/{a}"] = {
+            "model_version": version,
+            "arm": a,
+            **arm_metrics(part, threshold),
+        }
+    return {"overall": arm_metrics(joined, threshold), "by_version_arm": groups}

@@ -141,13 +141,18 @@ def model_user_config(card: DesignCard, version: str | None, package: Path) -> d
     }
 
 
-def _log_options(card: DesignCard, uri: str) -> dict[str, Any]:
+def _log_options(card: DesignCard, uri: str, arm: str = "champion") -> dict[str, Any]:
     m = card.monitoring
     return {
         "uri": uri,
         "flush_every_n": m.flush_every_n,
         "flush_every_s": m.flush_every_s,
         "fields": {f.name: f.type for f in card.framing.inputs},
+        "sample_rate": m.sample_rate,
+        "log_text": m.log_text,
+        "max_pending_rows": m.max_pending_rows,
+        "model_name": card.registered_model_name,
+        "arm": arm,
     }
 
 
@@ -259,7 +264,7 @@ def build_application(
             else workdir.resolve(d.rollout.shadow_log_uri)
         )
         challenger = _model_server(
-            card, "Challenger", c_version, c_package, _log_options(card, uri)
+            card, "Challenger", c_version, c_package, _log_options(card, uri, d.rollout.mode)
         )
         log.info("%s rollout: challenger version %s", d.rollout.mode, c_version)
     return (

@@ -44,8 +44,10 @@ def test_log_to_s3_and_monitor(s3_bucket, tmp_path: Path):
             log.log(f"r{i}", [{"text": t} for t in texts], rng.uniform(size=40), "7")
     assert log.records_written == 160
     fs, path = storage.filesystem(prefix)
-    names = [f.path for f in fs.get_file_info(pafs.FileSelector(path))]
+    found = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+    names = [f.path for f in found if f.type == pafs.FileType.File]
     assert len(names) == log.files_written and all(n.endswith(".parquet") for n in names)
+    assert all("/date=" in n and "/hour=" in n for n in names)  # partitioned by date and hour
 
     frame = read_prediction_log(prefix)
     assert len(frame) == 160 and set(frame["request_id"]) == {"r0", "r1", "r2", "r3"}

@@ -160,6 +160,7 @@ def test_shadow_answers_are_logged_not_returned(rollout):
         time.sleep(0.5)
     assert logged is not None and set(ids) <= set(logged["request_id"])
     assert (logged[logged["request_id"].isin(ids)]["model_version"] == "2").all()
+    assert (logged[logged["request_id"].isin(ids)]["arm"] == "shadow").all()
     main = read_prediction_log(rollout["workdir"].prediction_log_uri(card))
     assert (main[main["request_id"].isin(ids)]["model_version"] == "1").all()
 

@@ -112,7 +112,7 @@ def test_drift_report_files(setup):
     assert on_disk["report_md"] == summary["report_md"] == str(out / "drift_report.md")
 
     # A second run with no drift removes the stale pictures.
-    for f in Path(workdir.prediction_log_uri(card)).glob("*.parquet"):
+    for f in Path(workdir.prediction_log_uri(card)).rglob("*.parquet"):
         f.unlink()
     _serve_offline(card, workdir, package, _posts(rng, 400, 3, 12))
     assert run_monitor(card, workdir, model_dir=package)["plots"] == {}
