@@ -135,10 +135,23 @@ class Predictor:
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         """For Ray Data: ``map_batches(Predictor, fn_constructor_args=(dir,), ...)``."""
         out = batch.copy()
-        scores = self.predict_frame(batch[self.manifest.input_names])
+        scores = self.predict_frame(self.input_frame(batch))
         column = PREDICTION if self.manifest.category == "regression" else PROBABILITY
         out[column] = list(scores) if scores.ndim > 1 else scores
         return out
+
+    def input_frame(self, batch: pd.DataFrame) -> pd.DataFrame:
+        """The model's input columns of ``batch``; an optional input may be absent (all
+        missing: the model's preprocessing imputes it), a required one may not."""
+        absent = [f for f in self.manifest.inputs if f.name not in batch.columns]
+        required = [f.name for f in absent if f.required]
+        if required:
+            raise InvalidInput(
+                f"the batch lacks required input column(s) {required}; it has {list(batch.columns)}"
+            )
+        if absent:
+            return batch.reindex(columns=self.manifest.input_names)
+        return batch[self.manifest.input_names]
 
     def describe(self) -> dict[str, Any]:
         m: ModelManifest = self.manifest
