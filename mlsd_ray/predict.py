@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mlsd_ray.models.calibration import Calibrator
 from mlsd_ray.models.package import ModelManifest, load_package
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,8 @@ class Predictor:
     ) -> None:
         self.model_dir = Path(model_dir)
         self.model, self.manifest = load_package(self.model_dir)
+        # The package's probability calibration (fitted on validation at training), if any.
+        self.calibrator = Calibrator.load(self.model_dir)
         self.version = version or self.manifest.metadata.get("version", "local")
         self.inference = "fp32"
         if inference and inference != "fp32":
@@ -118,7 +121,9 @@ class Predictor:
         if self.manifest.category == "regression":  # the predicted value per row
             return np.asarray(self.model.predict(frame), dtype=np.float64)
         proba = self.model.predict_proba(frame)
-        return proba[:, 1] if self.manifest.category == "binary" else proba
+        if self.manifest.category != "binary":
+            return proba
+        return proba[:, 1] if self.calibrator is None else self.calibrator.apply(proba[:, 1])
 
     def labels(self, scores: np.ndarray) -> list[str]:
         """Class names for scores from ``predict_frame``: binary at the manifest's threshold

@@ -412,9 +412,18 @@ class ModelSpec(_Strict):
         return self
 
 
+class Calibration(_Strict):
+    """Calibration of binary models on the validation split (mlsd_ray.train.calibrate):
+    ``auto`` picks none, platt or isotonic by out-of-fold log loss."""
+
+    method: Literal["none", "auto", "platt", "isotonic"] = "none"
+    folds: int = Field(5, ge=2)
+
+
 class Models(_Strict):
     baseline: ModelSpec
     candidates: list[ModelSpec] = Field(min_length=1)
+    calibration: Calibration = Field(default_factory=Calibration)
 
     @model_validator(mode="after")
     def _unique(self) -> Models:

@@ -217,11 +217,14 @@ def train_models(card: DesignCard, workdir: Workdir, only: list[str] | None = No
     }
     for spec in specs:
         model, params, seconds, auc, extra = fitted[spec.name]
+        calibrator = None
         if card.framing.category == "binary":
             # Every gate metric on validation, so evaluation can rank models before test.
             from mlsd_ray.evaluate.metrics import classification_metrics
+            from mlsd_ray.train.calibrate import calibrate_validation
 
             p_val = model.predict_proba(val[inputs])[:, 1]
+            calibrator, p_val, extra = calibrate_validation(card, spec, p_val, val, extra)
             extra = {
                 **extra,
                 "validation": classification_metrics(
@@ -247,6 +250,8 @@ def train_models(card: DesignCard, workdir: Workdir, only: list[str] | None = No
         folder = save_package(
             model, workdir.model_dir(spec.name), _manifest(spec, card, params, metadata)
         )
+        if calibrator is not None:  # applied by every Predictor of the package
+            calibrator.save(folder)
         summary["models"][spec.name] = {
             "kind": spec.kind,
             "dir": str(folder),
@@ -254,7 +259,7 @@ def train_models(card: DesignCard, workdir: Workdir, only: list[str] | None = No
             "validation_roc_auc": auc,
             "rows": rows,
         }
-        for key in ("validation", "learning_curve", "tuning"):
+        for key in ("validation", "learning_curve", "tuning", "calibration"):
             if key in extra:
                 summary["models"][spec.name][key] = extra[key]
         log.info("%s (%s): validation ROC-AUC %s in %.1f s", spec.name, spec.kind, auc, seconds)

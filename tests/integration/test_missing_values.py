@@ -79,6 +79,13 @@ def test_optional_inputs_are_imputed_everywhere(
     assert xgb.model.pre_.keep_nan and not xgb.model.pre_.imputed_
     for name in ("logreg", "xgboost"):
         assert summary["models"][name]["validation_roc_auc"] > 0.8, name
+        # The card calibrates on validation (auto: by out-of-fold log loss); the package ships it.
+        report = summary["models"][name]["calibration"]
+        assert report["chosen"] in ("none", "platt", "isotonic")
+        shipped = (Path(summary["models"][name]["dir"]) / "calibration.json").is_file()
+        assert shipped == (report["chosen"] != "none")
+        assert report["ece_after"] <= report["ece_before"] + 1e-9
+    assert "calibration" not in summary["models"]["majority"]
 
     # Evaluation's scoring path (Ray Data + Predictor) on the test split, blanks included.
     test_uri = workdir.split_uri(card, "test")
