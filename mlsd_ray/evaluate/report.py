@@ -57,6 +57,10 @@ def write_markdown(report: dict[str, Any], path: Path) -> Path:
     lines += [
         f"- {'pass' if r['passed'] else 'FAIL'} `{r['rule']}`: {r['detail']}" for r in gate["rules"]
     ]
+    if report.get("calibration"):
+        from mlsd_ray.evaluate.calibration import report_lines
+
+        lines += report_lines(report["calibration"])
     if report.get("analysis"):
         lines += analysis_sections(report)
     if report.get("promotion"):

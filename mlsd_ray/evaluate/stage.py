@@ -269,6 +269,13 @@ def evaluate_models(
         "shared_plots": [str(plots[0])] + [str(p) for p in shared_plots],
         "seconds": round(time.perf_counter() - t0, 2),
     }
+    if card.framing.category == "binary":
+        from mlsd_ray.evaluate.calibration import calibration_summary
+
+        report["calibration"] = {
+            name: calibration_summary(workdir.model_dir(name), frames[name], curves[name][1])
+            for name in results
+        }
     report["model_card"] = str(
         write_model_card(
             card, report, candidate, workdir.model_dir(candidate), out_dir / "model_card.md"

@@ -124,3 +124,16 @@ def test_over_the_latency_budget_never_becomes_champion(evaluated) -> None:
     assert "latency_p99" in " ".join(report["gate"]["failed"]) or "budget" in result["summary"]
     champion = registry.get_alias(card, workdir, "champion")
     assert champion is not None and champion.version == registered["registered_version"]
+
+
+def test_report_shows_ece_before_and_after_calibration(evaluated) -> None:
+    _card, workdir, report, _ = evaluated
+    meta = read_manifest(workdir.model_dir("tfidf_logreg")).metadata["calibration"]
+    cal = report["calibration"]["tfidf_logreg"]
+    assert meta["requested"] == "auto" and cal["method"] == meta["chosen"]
+    assert cal["test_ece_after"] == pytest.approx(report["metrics"]["tfidf_logreg"]["ece"])
+    if cal["method"] == "none":
+        assert cal["test_ece_before"] == cal["test_ece_after"]
+    assert report["calibration"]["majority"]["method"] == "none"
+    markdown = (workdir.reports / "evaluation" / "report.md").read_text()
+    assert "## Calibration" in markdown and "| tfidf_logreg |" in markdown
