@@ -373,14 +373,18 @@ class Tuning(_Strict):
     configuration is retrained on the train split and packaged like any other model."""
 
     #: param name -> search dimension, e.g. ``{learning_rate: {type: loguniform, low: 1e-4,
-    #: high: 1e-2}, dropout: {type: choice, values: [0.0, 0.2]}}``.
-    space: dict[str, SearchDim] = Field(min_length=1)
+    #: high: 1e-2}, dropout: {type: choice, values: [0.0, 0.2]}}``. Empty: the kind's own
+    #: space (mlsd_ray.train.spaces).
+    space: dict[str, SearchDim] = Field(default_factory=dict)
     num_samples: int = Field(8, ge=1)
     max_concurrent_trials: int = Field(2, ge=1)
     #: What every trial reports per epoch and the search optimises: ``val_loss`` (the training
     #: loss on the validation split) or ``train_loss``; ``mode`` says which way is better.
-    metric: Literal["val_loss", "train_loss"] = "val_loss"
-    mode: Literal["min", "max"] = "min"
+    #: Unset: ``val_roc_auc`` (max) for binary GBDTs and linear models, else ``val_loss``.
+    metric: Literal["val_loss", "train_loss", "val_roc_auc"] | None = None
+    mode: Literal["min", "max"] | None = None
+    #: Stop starting trials after this many seconds (Ray Tune's time budget); None: no limit.
+    time_budget_s: float | None = Field(None, gt=0)
     #: ASHA: every trial runs at least ``grace_period`` epochs, none more than ``max_t``.
     grace_period: int = Field(1, ge=1)
     max_t: int = Field(10, ge=1)
@@ -407,8 +411,12 @@ class ModelSpec(_Strict):
 
     @model_validator(mode="after")
     def _tuning_kind(self) -> ModelSpec:
-        if self.tuning is not None and self.kind != "mlp":
-            raise ValueError(f"tuning is supported for kind mlp, not {self.kind!r}")
+        untunable = ("majority", "mean", "transformer", "bagging", "stacking")
+        if self.tuning is not None and self.kind in untunable:
+            raise ValueError(
+                f"tuning is not supported for kind {self.kind!r}; tune mlp, logreg, ridge, "
+                "tfidf_logreg, xgboost or lightgbm"
+            )
         return self
 
 

@@ -142,6 +142,9 @@ def train_models(card: DesignCard, workdir: Workdir, only: list[str] | None = No
         "training %s on %d train / %d validation rows", [s.name for s in specs], *rows.values()
     )
 
+    # `tuning:` on a non-mlp kind: search first, then train the best params like any spec.
+    specs, tuned = tune_specs(specs, card, train, val, workdir)
+
     # Simple models: one Ray task each, submitted before the transformer so they overlap.
     inputs = card.feature_names
     pending: dict[str, tuple[Any, dict[str, Any]]] = {}
@@ -217,6 +220,8 @@ def train_models(card: DesignCard, workdir: Workdir, only: list[str] | None = No
     }
     for spec in specs:
         model, params, seconds, auc, extra = fitted[spec.name]
+        if spec.name in tuned:
+            extra = {**extra, "tuning": tuned[spec.name]}
         calibrator = None
         if card.framing.category == "binary":
             # Every gate metric on validation, so evaluation can rank models before test.
@@ -274,6 +279,31 @@ def train_models(card: DesignCard, workdir: Workdir, only: list[str] | None = No
     path.write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
     log.info("wrote %s", path)
     return summary
+
+
+def tune_specs(
+    specs: list[ModelSpec],
+    card: DesignCard,
+    train: pd.DataFrame,
+    val: pd.DataFrame,
+    workdir: Workdir,
+) -> tuple[list[ModelSpec], dict[str, dict[str, Any]]]:
+    """(the specs, tuned ones with their best params and no tuning left; tuning info by name).
+    The mlp tunes inside `train.deep.fit_deep` (per epoch, with its own trials)."""
+    out, info = [], {}
+    for spec in specs:
+        if spec.tuning is None or spec.kind == "mlp":
+            out.append(spec)
+            continue
+        from mlsd_ray.train.ladder import LADDER_KINDS, ladder_params
+        from mlsd_ray.train.tune_kinds import tune_params
+
+        params = (
+            ladder_params(spec, card) if spec.kind in LADDER_KINDS else simple_params(spec, card)
+        )
+        best, info[spec.name] = tune_params(spec, params, card, train, val, workdir)
+        out.append(spec.model_copy(update={"params": best, "tuning": None}))
+    return out, info
 
 
 def _json_default(value: Any) -> Any:
