@@ -591,6 +591,24 @@ class OnlineMetric(_Strict):
     column: str
 
 
+class ExternalSet(_Strict):
+    """A held-out data set from elsewhere (another domain, another source), scored and reported
+    beside the test split, e.g. ``{name: sms_spam, uri: ../data/sms_spam.tsv, rename: {SMS:
+    text, Label: label}, label_mapping: {ham: 0, spam: 1}}`` (mlsd_ray.evaluate.external_sets)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
+    #: A file or folder with the card's inputs and label column (relative to the card).
+    uri: str
+    format: SourceFormat | None = None
+    #: Set column -> card column, as a source's ``rename``.
+    rename: dict[str, str] = Field(default_factory=dict)
+    #: Raw label -> class index for this set; empty: the card's ``framing.label.mapping``.
+    label_mapping: dict[str, int] = Field(default_factory=dict)
+    #: Gate: the candidate's gate metric on this set may trail the champion's by at most this
+    #: much (0 = no regression); None = reported only.
+    max_regression: float | None = Field(None, ge=0)
+
+
 class Evaluation(_Strict):
     metrics: list[Metric] = Field(default_factory=lambda: list(get_args(Metric)))
     threshold: float = Field(0.5, gt=0, lt=1)
@@ -604,6 +622,8 @@ class Evaluation(_Strict):
     #: Behavioural tests for text models: a YAML file (relative to the card), e.g.
     #: ``behaviour: behaviour/harmful_content.yaml``; see mlsd_ray.evaluate.behaviour.
     behaviour: str | None = None
+    #: Out-of-domain evaluation sets scored beside the test split; see ``ExternalSet``.
+    external: list[ExternalSet] = Field(default_factory=list)
     #: Ranking tasks: the query/group column and the cut-off of NDCG@k, MAP@k and recall@k.
     group_column: str | None = None
     k: int = Field(10, ge=1)
@@ -867,6 +887,9 @@ def card_from_dict(
         ev = raw.get("evaluation")
         if isinstance(ev, dict) and isinstance(ev.get("behaviour"), str):
             ev["behaviour"] = resolve_uri(ev["behaviour"], base_dir)
+        for ext in ev.get("external", []) if isinstance(ev, dict) else []:
+            if isinstance(ext, dict) and isinstance(ext.get("uri"), str):
+                ext["uri"] = resolve_uri(ext["uri"], base_dir)
     raw = apply_overrides(raw, overrides or [])
     try:
         card = DesignCard.model_validate(raw)

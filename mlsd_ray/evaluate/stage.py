@@ -24,7 +24,7 @@ from mlsd_ray.evaluate.analysis import (
     score_split,
     select_within_budget,
 )
-from mlsd_ray.evaluate.gate import Evidence, decide
+from mlsd_ray.evaluate.gate import Evidence, GateDecision, decide
 from mlsd_ray.evaluate.metrics import classification_metrics, regression_metrics
 from mlsd_ray.evaluate.model_card import write_model_card
 from mlsd_ray.evaluate.plots import (
@@ -221,6 +221,21 @@ def evaluate_models(
         champion_metrics,
         evidence,
     )
+    external: dict[str, Any] = {}
+    if card.evaluation.external and not regression:  # out-of-domain sets, beside test
+        from mlsd_ray.evaluate.external_sets import gate_rules, score_external
+
+        scored: dict[str, tuple[Path, str | None, float]] = {
+            n: (workdir.model_dir(n), None, thresholds[n]) for n in results
+        }
+        champion_name = None
+        if champion is not None:
+            champion_name = f"champion v{version}"
+            scored[champion_name] = (path, version, t_champion)
+        external = score_external(card, workdir, scored)
+        more = gate_rules(card, external, candidate, champion_name)
+        passed = decision.passed and all(r["passed"] for r in more)
+        decision = GateDecision(passed, [*decision.rules, *more])
 
     if regression:
         from mlsd_ray.evaluate.regression import regression_plots
@@ -269,6 +284,8 @@ def evaluate_models(
         "shared_plots": [str(plots[0])] + [str(p) for p in shared_plots],
         "seconds": round(time.perf_counter() - t0, 2),
     }
+    if external:
+        report["external"] = external
     if card.framing.category == "binary":
         from mlsd_ray.evaluate.calibration import calibration_summary
 
