@@ -432,6 +432,9 @@ class Models(_Strict):
     baseline: ModelSpec
     candidates: list[ModelSpec] = Field(min_length=1)
     calibration: Calibration = Field(default_factory=Calibration)
+    #: Refit logreg, ridge and the GBDTs on train + validation after validation scoring
+    #: (rounds fixed from the selection run); see mlsd_ray.train.refit.
+    refit: bool = False
 
     @model_validator(mode="after")
     def _unique(self) -> Models:

@@ -27,8 +27,12 @@ LABEL = "label"
 def score_split(model_dir: Path, uri: str) -> tuple[np.ndarray, np.ndarray]:
     """(labels, P(positive)) of a small split, scored in this process: the validation split
     is small, and a Ray Data job would cost more to start than to run."""
+    from mlsd_ray.train.refit import load_scores
     from mlsd_ray.train.stage import read_split
 
+    stored = load_scores(model_dir)  # a refitted model: its selection run's validation scores
+    if stored is not None:
+        return stored
     frame = read_split(uri)
     predictor = Predictor(model_dir)
     return frame[LABEL].to_numpy(), predictor.predict_frame(frame[predictor.manifest.input_names])

@@ -24,6 +24,7 @@ from mlsd_ray.models.package import InputSchema, ModelManifest, save_package
 from mlsd_ray.settings import Workdir
 from mlsd_ray.spec import DesignCard, ModelSpec
 from mlsd_ray.train.metrics import roc_auc
+from mlsd_ray.train.refit import REFIT_KINDS, refit, save_scores
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +223,7 @@ def train_models(card: DesignCard, workdir: Workdir, only: list[str] | None = No
         model, params, seconds, auc, extra = fitted[spec.name]
         if spec.name in tuned:
             extra = {**extra, "tuning": tuned[spec.name]}
-        calibrator = None
+        calibrator, p_val = None, None
         if card.framing.category == "binary":
             # Every gate metric on validation, so evaluation can rank models before test.
             from mlsd_ray.evaluate.metrics import classification_metrics
@@ -241,6 +242,10 @@ def train_models(card: DesignCard, workdir: Workdir, only: list[str] | None = No
 
             y_hat = model.predict(val[inputs])
             extra = {**extra, "validation": regression_metrics(val[LABEL].to_numpy(), y_hat)}
+        selection = None
+        if card.models.refit and spec.kind in REFIT_KINDS:  # validation figures stay those above
+            selection = p_val  # the selection model's (calibrated) scores, out of sample
+            model, params, extra["refit"] = refit(spec.kind, inputs, params, model, train, val)
         metadata = {
             "card": card.name,
             "dataset_version": data_version,
@@ -257,6 +262,8 @@ def train_models(card: DesignCard, workdir: Workdir, only: list[str] | None = No
         )
         if calibrator is not None:  # applied by every Predictor of the package
             calibrator.save(folder)
+        if selection is not None:
+            save_scores(folder, val[LABEL].to_numpy(), selection)
         summary["models"][spec.name] = {
             "kind": spec.kind,
             "dir": str(folder),
@@ -264,7 +271,7 @@ def train_models(card: DesignCard, workdir: Workdir, only: list[str] | None = No
             "validation_roc_auc": auc,
             "rows": rows,
         }
-        for key in ("validation", "learning_curve", "tuning", "calibration"):
+        for key in ("validation", "learning_curve", "tuning", "calibration", "refit"):
             if key in extra:
                 summary["models"][spec.name][key] = extra[key]
         log.info("%s (%s): validation ROC-AUC %s in %.1f s", spec.name, spec.kind, auc, seconds)
