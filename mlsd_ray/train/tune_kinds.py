@@ -171,6 +171,8 @@ def tune_params(
 
     assert spec.tuning is not None
     tuning = resolve(spec.tuning, spec.kind, card.framing.category)
+    if spec.kind not in GBDT:  # one fit, one report: nothing for ASHA to cut short
+        tuning = tuning.model_copy(update={"max_t": 1, "grace_period": 1})
     where = f"models.{spec.name}.tuning"
     started = time.perf_counter()
     trial, data, known = _search_inputs(spec, params, tuning, card, train, val)

@@ -63,6 +63,6 @@ def test_gbdt_and_logreg_tuning(ray_cluster, shared_datasets: Path, tmp_path: Pa
     assert len(children) == 6 and all("val_roc_auc" in c["metrics"] for c in children)
 
     lr = summary["models"]["logreg"]["tuning"]
-    assert lr["trials"] == 2 and set(lr["best_config"]) == {"C"}
+    assert lr["trials"] == 2 and set(lr["best_config"]) == {"C"} and lr["stopped_early"] == 0
     lr_manifest = json.loads((workdir.model_dir("logreg") / "mlsd_model.json").read_text())
     assert lr_manifest["params"]["C"] == lr["best_config"]["C"]
