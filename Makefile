@@ -30,6 +30,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check mlsd_ray tests jobs bench
 	$(BIN)/ruff format --check mlsd_ray tests jobs bench
 	$(BIN)/mypy mlsd_ray
+	$(BIN)/mypy jobs
+	$(BIN)/mypy bench
+	$(BIN)/lint-imports
 
 bench: $(STAMP)
 	$(BIN)/python bench/pipeline.py

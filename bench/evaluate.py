@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mlsd_ray.evaluate.metrics import classification_metrics  # noqa: E402
+from mlsd_ray.metrics import classification_metrics  # noqa: E402
 from mlsd_ray.models.package import InputSchema, ModelManifest, save_package  # noqa: E402
 from mlsd_ray.models.simple import TabularLogReg  # noqa: E402
 from mlsd_ray.predict import PROBABILITY, Predictor  # noqa: E402

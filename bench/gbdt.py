@@ -37,13 +37,8 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mlsd_ray.models.gbdt import (  # noqa: E402
-    check_params,
-    lgb_params,
-    pos_weight,
-    preprocessor,
-    xgb_params,
-)
+from mlsd_ray.features import TabularPreprocessor  # noqa: E402
+from mlsd_ray.models.gbdt import check_params, lgb_params, pos_weight, xgb_params  # noqa: E402
 from mlsd_ray.spec import load_card  # noqa: E402
 from mlsd_ray.train.ladder import ladder_params  # noqa: E402
 
@@ -108,7 +103,7 @@ def main() -> None:
     }
     settings = check_params(params)
     started = time.perf_counter()
-    pre = preprocessor(params).fit(frame[inputs])
+    pre = TabularPreprocessor.from_params(params).fit(frame[inputs])
     Xt = pre.transform(frame[inputs]).astype(np.float32)
     prep_s = time.perf_counter() - started
     y = frame["label"].to_numpy()

@@ -36,13 +36,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mlsd_ray import pipeline  # noqa: E402
+from mlsd_ray.data.layout import read_split  # noqa: E402
 from mlsd_ray.evaluate.bootstrap import confidence_intervals, paired_difference  # noqa: E402
-from mlsd_ray.evaluate.metrics import classification_metrics  # noqa: E402
+from mlsd_ray.metrics import classification_metrics  # noqa: E402
 from mlsd_ray.predict import Predictor  # noqa: E402
 from mlsd_ray.runtime import ensure_ray  # noqa: E402
 from mlsd_ray.settings import Workdir  # noqa: E402
 from mlsd_ray.spec import DesignCard, load_card  # noqa: E402
-from mlsd_ray.train.stage import read_split  # noqa: E402
 
 TUNABLE = ("logreg", "xgboost", "lightgbm")
 

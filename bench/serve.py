@@ -170,7 +170,7 @@ _SPOT: dict[str, Any] = {}
 async def _load(
     url: str, texts: list[str], clients: int, requests: int, max_s: float
 ) -> dict[str, Any]:
-    sent, latencies, statuses = 0, [], Counter()
+    sent, latencies, statuses = 0, [], Counter[int]()
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
 
     async def worker(client: httpx.AsyncClient, deadline: float) -> None:

@@ -23,6 +23,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
+from mlsd_ray.cli_lineage import lineage_command
 from mlsd_ray.errors import MlsdError
 from mlsd_ray.settings import DEFAULT_WORKDIR, Workdir
 from mlsd_ray.spec import DesignCard, load_card
@@ -392,6 +393,9 @@ def _champion_threshold(card: DesignCard, workdir: Workdir) -> float:
         return card.evaluation.threshold
     _, path = registry.fetch_model(card, workdir, registry.CHAMPION)
     return read_manifest(path).threshold
+
+
+app.command("lineage")(lineage_command)
 
 
 def main() -> None:

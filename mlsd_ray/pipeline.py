@@ -25,9 +25,12 @@ log = logging.getLogger(__name__)
 
 def etl(card: DesignCard, workdir: Workdir) -> dict[str, Any]:
     from mlsd_ray.data.etl import run_etl
+    from mlsd_ray.lineage import prune_data_versions
 
     summary = run_etl(card, workdir)
-    return summary.model_dump() if hasattr(summary, "model_dump") else dict(summary)
+    out = summary.model_dump() if hasattr(summary, "model_dump") else dict(summary)
+    out["data_versions"] = prune_data_versions(card, workdir)  # keeps what models point to
+    return out
 
 
 def train(card: DesignCard, workdir: Workdir, only: list[str] | None = None) -> dict[str, Any]:
@@ -63,6 +66,7 @@ def register(
         if key in analysis.get("latency", {}):
             metrics[f"latency_{key}"] = analysis["latency"][key]
     out_dir = workdir.reports / "evaluation"
+    lineage_tags = _lineage_tags(card, manifest.metadata, out_dir)
     info = registry.log_and_register(
         card,
         workdir,
@@ -76,6 +80,7 @@ def register(
             # Lineage: registry version -> model package -> dataset manifest -> sources.
             "mlsd.dataset_version": str(manifest.metadata.get("dataset_version")),
             "mlsd.model_kind": manifest.kind,
+            **lineage_tags,
         },
     )
     registry.set_alias(card, workdir, registry.CHALLENGER, info.version)
@@ -107,6 +112,24 @@ def register(
     write_markdown(report, out_dir / "report.md")
     storage.write_json(str(workdir.summary_path("register")), result)
     return result
+
+
+def _lineage_tags(card: DesignCard, metadata: dict[str, Any], out_dir: Path) -> dict[str, str]:
+    """What `mlsd lineage` shows beyond the data version: the resolved card (logged as
+    ``reports/card.json`` with its hash), the code version, and the tuning sweep the model
+    came from as the run's parent."""
+    from mlsd_ray.data.manifest import code_version
+    from mlsd_ray.lineage import card_digest
+
+    text, digest = card_digest(card)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "card.json").write_text(text)
+    code = code_version()
+    tags = {"mlsd.card_sha256": digest, "mlsd.code_version": code["git_commit"] or code["package"]}
+    parent = (metadata.get("tuning") or {}).get("parent_run_id")
+    if parent:
+        tags["mlflow.parentRunId"] = str(parent)
+    return tags
 
 
 def serve_and_probe(card: DesignCard, workdir: Workdir, n_requests: int = 1) -> dict[str, Any]:

@@ -30,6 +30,8 @@ class InvalidInput(ValueError):
 
 
 def _cast(value: Any, type_: str, where: str) -> Any:
+    if type_ == "image":
+        return _image(value, where)
     if type_ == "category" and isinstance(value, bool):
         return str(value)  # "True"/"False", as the value reads in a CSV source
     if type_ in ("text", "string", "category"):
@@ -50,6 +52,18 @@ def _cast(value: Any, type_: str, where: str) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         raise InvalidInput(f"{where}: expected a finite number, got {value!r}")
     return int(value) if type_ == "int" else float(value)
+
+
+def _image(value: Any, where: str) -> Any:
+    """Base64 text (JSON) or bytes (Python callers) that Pillow decodes; passed on as given
+    (the model decodes and resizes it to the card's size)."""
+    from mlsd_ray.images import ImageError, decode
+
+    try:
+        decode(value, 1, 1)  # any size: this only proves the value is an image
+    except ImageError as err:
+        raise InvalidInput(f"{where}: {err}; send a PNG or JPEG as base64 text") from None
+    return value
 
 
 class Predictor:
@@ -76,6 +90,7 @@ class Predictor:
         self._text_only = len(self.manifest.inputs) == 1 and self.manifest.inputs[0].type in (
             "text",
             "string",
+            "image",  # a bare base64 string per instance
         )
 
     @property

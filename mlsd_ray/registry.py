@@ -364,3 +364,49 @@ def child_runs(card: DesignCard, workdir: Workdir, parent_run_id: str) -> list[d
         }
         for r in runs
     ]
+
+
+def dataset_versions_in_use(card: DesignCard, workdir: Workdir) -> set[str]:
+    """The dataset versions the card's registered model versions were trained on (their
+    ``mlsd.dataset_version`` tag); pruning must keep them. Raises ``RegistryError`` when the
+    registry cannot be read, so a caller never prunes on a guess."""
+    client = _client(workdir)
+    name = card.registered_model_name
+    try:
+        versions = client.search_model_versions(f"name='{name}'")
+    except Exception as err:
+        raise RegistryError(
+            f"Cannot list the versions of {name!r} in the registry at {workdir.tracking_uri}.",
+            str(err),
+            "check MLFLOW_TRACKING_URI and that the tracking server is up",
+        ) from None
+    found = {str((v.tags or {}).get("mlsd.dataset_version", "")) for v in versions}
+    return found - {"", "None"}
+
+
+def version_lineage(card: DesignCard, workdir: Workdir, version: str) -> dict[str, Any]:
+    """What one registered version came from: its run's tags and params, and the chain of
+    parent runs (``mlflow.parentRunId``) up to the top."""
+    client = _client(workdir)
+    _require_version(client, card, version)
+    info = _info(client, card.registered_model_name, version)
+    run = client.get_run(info.run_id)
+    parents: list[dict[str, str]] = []
+    parent_id = run.data.tags.get("mlflow.parentRunId")
+    while parent_id and len(parents) < 20:  # a bound, in case a store holds a loop
+        parent = client.get_run(parent_id)
+        parents.append(
+            {"run_id": parent_id, "run_name": str(parent.info.run_name or ""), **parent.data.tags}
+        )
+        parent_id = parent.data.tags.get("mlflow.parentRunId")
+    return {
+        "version": info.as_dict(),
+        "run": {
+            "run_id": info.run_id,
+            "run_name": str(run.info.run_name or ""),
+            "tags": {k: v for k, v in run.data.tags.items() if k.startswith("mlsd.")},
+            "params": dict(run.data.params),
+            "artifact_uri": str(run.info.artifact_uri),
+        },
+        "parents": parents,
+    }

@@ -9,9 +9,22 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlsd_ray import storage
 from mlsd_ray.spec import DesignCard
 
 DEFAULT_WORKDIR = "mlsd-work"
+#: The file under ``data.output_uri`` naming the current dataset version's folder (written
+#: last by ETL; see ``mlsd_ray.data.versions``).
+CURRENT_DATA = "CURRENT"
+
+
+def current_data_uri(data_uri: str) -> str:
+    """The folder of the current dataset version (``<data_uri>/versions/<v>``), or
+    ``data_uri`` itself for data written before versions existed."""
+    pointer = storage.join(data_uri, CURRENT_DATA)
+    if storage.exists(pointer):
+        return storage.join(data_uri, str(storage.read_json(pointer)["path"]))
+    return data_uri.rstrip("/")
 
 
 @dataclass(frozen=True)
@@ -35,7 +48,7 @@ class Workdir:
 
     def split_uri(self, card: DesignCard, split: str) -> str:
         """``split`` is one of train, validation, test, quarantine."""
-        return f"{self.data_uri(card).rstrip('/')}/{split}"
+        return f"{current_data_uri(self.data_uri(card))}/{split}"
 
     @property
     def models(self) -> Path:

@@ -16,13 +16,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from mlsd_ray.errors import CardError
 
 Category = Literal["binary", "multiclass", "regression"]
-FieldType = Literal["string", "text", "int", "float", "bool", "category"]
+FieldType = Literal["string", "text", "int", "float", "bool", "category", "image"]
 SourceFormat = Literal["csv", "tsv", "parquet", "json"]
 ModelKind = Literal["majority", "tfidf_logreg", "logreg", "transformer"]
 #: Kinds added for deep tabular models and regression (mlsd_ray.models.mlp / .regression).
 DeepKind = Literal["mlp", "mean", "ridge"]
 #: The tabular ladder: gradient-boosted trees (trained with Ray Train) and ensembles.
 LadderKind = Literal["xgboost", "lightgbm", "bagging", "stacking"]
+#: Image models (mlsd_ray.models.cnn), trained with Ray Train.
+ImageKind = Literal["cnn"]
 
 
 class _Strict(BaseModel):
@@ -38,12 +40,35 @@ class Requirements(_Strict):
 
 
 # 2. Framing ------------------------------------------------------------------------------
+class ImageInput(_Strict):
+    """How an ``image`` input is decoded (Pillow) and resized before the model sees it."""
+
+    width: int = Field(8, ge=1, le=1024)
+    height: int = Field(8, ge=1, le=1024)
+    #: ``L`` = one grey channel, ``RGB`` = three.
+    mode: Literal["L", "RGB"] = "L"
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.mode == "L" else 3
+
+
 class InputField(_Strict):
     name: str
     type: FieldType = "string"
     required: bool = True
     #: For text: rows whose stripped text is shorter are quarantined as empty.
     min_length: int = Field(1, ge=0)
+    #: For ``type: image`` (bytes or base64 text): size and colour mode; defaults when absent.
+    image: ImageInput | None = None
+
+    @model_validator(mode="after")
+    def _image_options(self) -> InputField:
+        if self.image is not None and self.type != "image":
+            raise ValueError(f"input {self.name!r}: `image` options need `type: image`")
+        if self.type == "image" and self.image is None:
+            self.image = ImageInput()
+        return self
 
 
 class Label(_Strict):
@@ -293,6 +318,19 @@ class Data(_Strict):
     #: ``COL_month`` or ``COL_year``, in UTC). E.g. ``partition_by: [Month]`` or
     #: ``partition_by: ["date(timestamp)"]``. Readers restore the columns with their types.
     partition_by: list[str] = Field(default_factory=list)
+    #: Old dataset versions kept under ``<output_uri>/versions/`` (see ``DataVersions``).
+    versions: DataVersions = Field(default_factory=lambda: DataVersions())
+
+
+class DataVersions(_Strict):
+    """Every ETL run writes its splits under ``<output_uri>/versions/<dataset_version>/``;
+    older versions stay for lineage and reproducing a model. After a run, versions beyond the
+    ``keep`` most recent are pruned, except the current one and any a registered model or a
+    trained package of the workdir points to (those are never removed)."""
+
+    keep: int = Field(5, ge=1)
+    #: false: never prune (keep every version).
+    prune: bool = True
 
 
 # 4. Models -------------------------------------------------------------------------------
@@ -400,7 +438,7 @@ class Tuning(_Strict):
 
 class ModelSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
-    kind: Literal[ModelKind, DeepKind, LadderKind]  # nested Literals flatten: one error
+    kind: Literal[ModelKind, DeepKind, LadderKind, ImageKind]  # nested Literals flatten: one error
     #: kind-specific options (e.g. tfidf max_features, C).
     params: dict[str, Any] = Field(default_factory=dict)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
@@ -924,7 +962,7 @@ def load_card(path: str | Path, overrides: list[str] | None = None) -> DesignCar
 def resolve_uri(uri: str, base_dir: Path) -> str:
     """Relative local paths resolve against base_dir; ``package://`` URIs resolve to the file in
     the installed package; other URIs with a scheme pass through."""
-    from mlsd_ray.data.packages import is_package_uri, package_path
+    from mlsd_ray.package_uri import is_package_uri, package_path
 
     if is_package_uri(uri):
         return package_path(uri)

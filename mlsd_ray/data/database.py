@@ -33,6 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow as pa
 
+from mlsd_ray.data.raw import raw_schema, stringify
 from mlsd_ray.data.verify import RAW, REASON, ROW, SOURCE
 from mlsd_ray.errors import SourceError
 from mlsd_ray.spec import Source
@@ -226,26 +227,11 @@ def plan_shards(source: Source) -> list[str]:
         conn.close()
 
 
-def stringify(table: pa.Table) -> pa.Table:
-    """Every column as a string; nested or binary values as JSON text."""
-    from mlsd_ray.data.sources import _json_value
-
-    columns = []
-    for column in table.columns:
-        try:
-            columns.append(column.cast(pa.string()))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            columns.append(pa.array([_json_value(v) for v in column.to_pylist()], pa.string()))
-    return pa.table(columns, names=table.column_names)
-
-
 def to_raw(
     block: pa.Table, offset: int, origin: str, names: list[str], columns: list[str]
 ) -> pa.Table:
     """One block of query results in the raw schema; ``names`` are the renamed result
     columns, ``columns`` the source's output columns."""
-    from mlsd_ray.data.sources import raw_schema
-
     n = block.num_rows
     numbers = None
     if ROW_NUMBER in block.column_names:  # a shard: the database numbered the rows
@@ -306,8 +292,6 @@ def read_database(
         "read %s: %d rows in %d blocks (%d shards)", origin, sum(counts), len(refs), len(statements)
     )
     if not out:
-        from mlsd_ray.data.sources import raw_schema
-
         return ray.data.from_arrow(raw_schema(columns).empty_table())
     ds = ray.data.from_arrow_refs(out)
     total = sum(counts)

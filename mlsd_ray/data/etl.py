@@ -18,9 +18,10 @@ Steps (each timed in the summary):
    reference profile (the previous run's by default): findings warn or fail per the card;
 5. write: one pass (``blocks.write_block``) writes every block's rows to their split folders
    and the quarantine as Parquet (local or ``s3://``; Hive-partitioned by ``data.partition_by``,
-   see ``layout``), replacing the previous run's output; the rows written per folder must equal
-   the plan. Then ``profile.json`` and ``manifest.json`` (content hash = dataset version) next
-   to the splits, ``etl_summary.json`` in the workdir and the data report under
+   see ``layout``) under ``versions/<dataset_version>/`` (the content hash; older versions
+   stay, see ``versions``); the rows written per folder must equal the plan. Then
+   ``profile.json`` and ``manifest.json`` next to the splits and copied to the top, the
+   ``CURRENT`` pointer last, ``etl_summary.json`` in the workdir and the data report under
    ``<workdir>/reports/data``.
 """
 
@@ -46,6 +47,7 @@ from mlsd_ray.data import blocks as blk
 from mlsd_ray.data import layout as lay
 from mlsd_ray.data import manifest as mf
 from mlsd_ray.data import profile as prof
+from mlsd_ray.data import versions as dv
 from mlsd_ray.data.blocks import DUP, H1, H2, PRIMARY, SECONDARY
 from mlsd_ray.data.missing import missing_by_column
 from mlsd_ray.data.sources import describe, read_source_stats
@@ -408,7 +410,6 @@ def run_etl(card: DesignCard, workdir: Workdir) -> EtlSummary:
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     output = workdir.data_uri(card)
-    outputs = {s: workdir.split_uri(card, s) for s in (*SPLITS, QUARANTINE)}
     _check_output(output)
     split = card.data.split
     schema = good_schema(card)
@@ -476,6 +477,10 @@ def run_etl(card: DesignCard, workdir: Workdir) -> EtlSummary:
             )
         counts, sums = _split_sums(keys_frame, assigned, copies)
         digest = mf.content_hash(schema, counts, sums)
+        # Each version in its own folder, named by the content hash: a later run never
+        # deletes what a registered model was trained on (``versions``).
+        version_dir = dv.version_uri(output, mf.version_of(digest))
+        outputs = {s: storage.join(version_dir, s) for s in (*SPLITS, QUARANTINE)}
         weights: dict[str, float] = {}
         if card.framing.category != "regression":
             written_train = np.repeat(labels[train], copies[train])
@@ -510,7 +515,7 @@ def run_etl(card: DesignCard, workdir: Workdir) -> EtlSummary:
         dataset_version=mf.version_of(digest),
         content_hash=digest,
         manifest=storage.join(output, mf.MANIFEST),
-        profile=storage.join(output, PROFILE),
+        profile=storage.join(version_dir, PROFILE),
         split_strategy=split.strategy,
         rows_written=counts,
         balance=card.data.balance if balance.per_class else "none",
@@ -591,7 +596,11 @@ def run_etl(card: DesignCard, workdir: Workdir) -> EtlSummary:
             "reference_profile": reference_what,
             "profile": summary.profile,
         }
+        mf.write_manifest(version_dir, manifest)
+        # Copies at the top for readers of the current version, then the pointer, last.
+        storage.write_text(storage.join(output, PROFILE), prof.dumps(profile))
         mf.write_manifest(output, manifest)
+        dv.write_current(output, summary.dataset_version)
     seconds["total"] = round(time.perf_counter() - start, 3)
     if card.data.report:
         with _step("report", seconds):

@@ -38,6 +38,7 @@ from mlsd_ray import storage
 from mlsd_ray.errors import CardError, DataError
 
 if TYPE_CHECKING:
+    import pandas as pd
     import ray.data
 
 METADATA = "_common_metadata"
@@ -236,6 +237,12 @@ def read_table(uri: str, columns: list[str] | None = None) -> pa.Table:
     if columns is not None:
         columns = [c for c in columns if c in dataset.schema.names]
     return dataset.to_table(columns=columns)
+
+
+def read_split(uri: str) -> pd.DataFrame:
+    """A split folder (local or s3://) as pandas. Plain pyarrow: about 10x faster than Ray Data
+    for splits that fit in the driver (see the stack notes)."""
+    return read_table(uri).to_pandas()
 
 
 def _restore(batch: pa.Table, schema: pa.Schema, keys: list[str]) -> pa.Table:

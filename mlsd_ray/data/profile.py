@@ -1,6 +1,6 @@
 """Column statistics on Ray Data, mergeable across blocks, and anomaly checks against a reference.
 
-``profile_dataset`` runs one ``map_batches`` pass over the verified rows: every block gives a
+``dataset_states`` runs one ``map_batches`` pass over the verified rows: every block gives a
 partial state per column, the states merge pairwise in any order (``merge_states`` is
 associative and commutative), and ``finalize`` turns the merged state into the profile. The
 states are exact while a column has at most ``MAX_EXACT`` distinct values (a value -> count
@@ -56,7 +56,8 @@ State = dict[str, Any]
 # Kinds -----------------------------------------------------------------------------------
 def column_kinds(card: DesignCard) -> dict[str, str]:
     """Column of the verified rows -> profile kind."""
-    kinds = {"int": "numeric", "float": "numeric", "text": "text"}
+    # images (base64 text) are profiled by length, a proxy for their size in bytes
+    kinds = {"int": "numeric", "float": "numeric", "text": "text", "image": "text"}
     out = {f.name: kinds.get(f.type, "category") for f in card.framing.inputs}
     for name, kind in carried_columns(card).items():
         out[name] = "time" if kind == "time" else "category"
@@ -390,17 +391,6 @@ def dataset_states(ds: ray.data.Dataset, kinds: dict[str, str]) -> dict[str, Sta
         empty = pa.table({n: pa.array([], t) for n, t in types.items()})
         return block_state(empty, kinds)
     return merge_all(states)
-
-
-def profile_dataset(ds: ray.data.Dataset, kinds: dict[str, str]) -> dict[str, Any]:
-    states = dataset_states(ds, kinds)
-    return finalize(states, ds.count())
-
-
-def profile_frame(frame: pd.DataFrame, kinds: dict[str, str]) -> dict[str, Any]:
-    """The same profile on an in-memory frame (tests, small data)."""
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    return finalize(block_state(table, kinds), len(frame))
 
 
 # Anomalies -----------------------------------------------------------------------------------

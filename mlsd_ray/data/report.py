@@ -8,12 +8,12 @@ histogram for texts. matplotlib runs on the Agg backend (no display needed).
 
 from __future__ import annotations
 
-import itertools
 import logging
 import re
 from pathlib import Path
 from typing import Any
 
+from mlsd_ray import plots
 from mlsd_ray.spec import DesignCard
 
 log = logging.getLogger(__name__)
@@ -32,39 +32,6 @@ def _fmt(v: Any) -> str:
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:80] or "column"
-
-
-def plot_column(name: str, stats: dict[str, Any], path: Path) -> Path | None:
-    """One PNG for one column; None when there is nothing to draw."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    kind = stats["kind"]
-    hist = stats.get("length", {}).get("histogram") if kind == "text" else stats.get("histogram")
-    top = stats.get("top") if kind == "category" else None
-    if not hist and not top:
-        return None
-    fig, ax = plt.subplots(figsize=(6.0, 3.2))
-    try:
-        if hist:
-            edges, counts = hist["edges"], hist["counts"]
-            widths = [b - a for a, b in itertools.pairwise(edges)]
-            ax.bar(edges[:-1], counts, width=widths, align="edge", color="#4C72B0")
-            ax.set_xlabel("characters" if kind == "text" else name)
-            ax.set_ylabel("rows" + ("" if stats.get("exact", True) else " (from a sample)"))
-        else:
-            labels = [str(k)[:20] for k, _ in top or []]
-            ax.barh(labels[::-1], [v for _, v in top or []][::-1], color="#DD8452")
-            ax.set_xlabel("rows")
-        title = f"{name} ({kind})" + (": length" if kind == "text" else "")
-        ax.set_title(title)
-        fig.tight_layout()
-        fig.savefig(path, dpi=80)
-    finally:
-        plt.close(fig)
-    return path
 
 
 def _table(profile: dict[str, Any]) -> list[str]:
@@ -162,7 +129,7 @@ def write_report(
         if i >= MAX_PLOTS:
             lines.append(f"({len(profile['columns']) - MAX_PLOTS} more columns not drawn.)")
             break
-        png = plot_column(name, stats, out_dir / f"hist_{i:03d}_{_safe(name)}.png")
+        png = plots.plot_column(name, stats, out_dir / f"hist_{i:03d}_{_safe(name)}.png")
         if png is not None:
             lines.append(f"![{name}]({png.name})")
     path = out_dir / REPORT

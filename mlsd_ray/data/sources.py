@@ -35,11 +35,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from mlsd_ray import storage
+from mlsd_ray.data.raw import json_value, raw_schema, stringify
 from mlsd_ray.data.synthetic import materialize
 from mlsd_ray.data.verify import META, RAW, REASON, ROW, SOURCE
 from mlsd_ray.errors import SourceError
@@ -241,16 +241,6 @@ def _delimited_records(text: str, fmt: str, uri: str) -> tuple[list[str], list[R
     return header, out
 
 
-def _json_value(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict | list):
-        return json.dumps(value, ensure_ascii=False)
-    return str(value)
-
-
 def _json_records(text: str) -> tuple[list[str], list[Record]]:
     keys: dict[str, None] = {}
     out: list[Record] = []
@@ -266,19 +256,12 @@ def _json_records(text: str) -> tuple[list[str], list[Record]]:
             out.append((number, None, "unparseable row: not a JSON object", line))
             continue
         keys.update(dict.fromkeys(obj))
-        out.append((number, {k: _json_value(v) for k, v in obj.items()}, None, None))
+        out.append((number, {k: json_value(v) for k, v in obj.items()}, None, None))
     return list(keys), out
 
 
 def _parquet_table(fs: pafs.FileSystem, path: str) -> pa.Table:
-    table = pq.read_table(path, filesystem=fs)
-    columns = []
-    for column in table.columns:
-        try:
-            columns.append(pc.cast(column, pa.string()))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # nested types
-            columns.append(pa.array([_json_value(v) for v in column.to_pylist()], pa.string()))
-    return pa.table(columns, names=table.column_names)
+    return stringify(pq.read_table(path, filesystem=fs))
 
 
 def _renamed(header: list[str], rename: dict[str, str], uri: str) -> list[str]:
@@ -292,13 +275,6 @@ def _renamed(header: list[str], rename: dict[str, str], uri: str) -> list[str]:
     if reserved:
         raise _source_error(uri, f"columns {reserved} are reserved for lineage.", fix="rename them")
     return names
-
-
-def raw_schema(columns: list[str]) -> pa.Schema:
-    """Every source column as a string, then the lineage columns."""
-    fields = [pa.field(c, pa.string()) for c in columns]
-    fields += [pa.field(SOURCE, pa.string()), pa.field(ROW, pa.int64())]
-    return pa.schema([*fields, pa.field(REASON, pa.string()), pa.field(RAW, pa.string())])
 
 
 def _read_text(

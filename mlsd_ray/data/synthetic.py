@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
+import numpy as np
 import pandas as pd
 
 from mlsd_ray.errors import CardError
@@ -263,8 +264,28 @@ def generate_harmful_content(
     return pd.DataFrame({"text": texts, "label": labels})
 
 
+def generate_digits(rows: int, seed: int) -> pd.DataFrame:
+    """scikit-learn's real handwritten digits (``load_digits``: 1,797 8x8 grey images, 10
+    classes, shipped inside scikit-learn, nothing downloaded) as base64 PNG text in ``image``
+    and the digit in ``label``; ``rows`` (at most 1,797) picked in a seeded order."""
+    from sklearn.datasets import load_digits
+
+    from mlsd_ray.images import encode_png
+
+    digits = load_digits()
+    n = len(digits.target)
+    if not 1 <= rows <= n:
+        raise CardError(f"synthetic://digits: rows must be between 1 and {n}; got {rows}.")
+    order = np.random.default_rng(seed).permutation(n)[:rows]
+    pixels = np.rint(digits.images[order] * (255 / 16)).astype(np.uint8)  # 0..16 -> 0..255
+    return pd.DataFrame(
+        {"image": [encode_png(p) for p in pixels], "label": digits.target[order].astype(str)}
+    )
+
+
 GENERATORS: dict[str, Callable[[int, int], pd.DataFrame]] = {
     "harmful_content": generate_harmful_content,
+    "digits": generate_digits,
 }
 
 

@@ -46,6 +46,7 @@ _CATEGORIES: tuple[tuple[Callable[[str], bool], str], ...] = (
     (lambda r: r.startswith("label "), "bad_label"),
     (lambda r: r.startswith("missing value"), "missing_value"),
     (lambda r: r.startswith("empty text"), "empty_text"),
+    (lambda r: r.startswith("undecodable image"), "undecodable_image"),
     (lambda r: r.startswith("text in ") and " longer than " in r, "long_text"),
     (lambda r: r.startswith("text in "), "short_text"),
     (lambda r: ": cannot cast " in r, "cast_error"),
@@ -196,6 +197,8 @@ def _check_input(cell: str | None, field: InputField) -> tuple[Any, str | None]:
     textual = field.type in ("text", "string")
     if stripped is None or (not textual and stripped == ""):
         return None, (f"missing value in '{field.name}'" if field.required else None)
+    if field.type == "image":
+        return _check_image(stripped, field)
     if field.type == "text" and len(stripped) < field.min_length:
         if not stripped:
             return None, f"empty text in '{field.name}'"
@@ -206,6 +209,19 @@ def _check_input(cell: str | None, field: InputField) -> tuple[Any, str | None]:
         except ValueError:
             return None, f"'{field.name}': cannot cast {_shown(stripped)} to {field.type}"
     return (cell if textual else stripped), None
+
+
+def _check_image(text: str, field: InputField) -> tuple[Any, str | None]:
+    """Base64 text that Pillow decodes (kept as text: the model decodes and resizes it)."""
+    from mlsd_ray.images import ImageError, decode
+
+    opts = field.image
+    assert opts is not None  # the card fills the defaults for type: image
+    try:
+        decode(text, opts.width, opts.height, opts.mode)
+    except ImageError as err:
+        return None, f"undecodable image in '{field.name}': {err}"
+    return text, None
 
 
 def check_label(cell: str | None, card: DesignCard) -> tuple[Any, str | None]:
@@ -321,6 +337,7 @@ def good_schema(card: DesignCard) -> pa.Schema:
             fix="rename that input with data.sources[].rename",
         )
     arrow = {"text": pa.string(), "string": pa.string(), "category": pa.string()}
+    arrow["image"] = pa.string()  # base64 text
     arrow |= {"int": pa.int64(), "float": pa.float64(), "bool": pa.bool_()}
     label_type = pa.float64() if card.framing.category == "regression" else pa.int64()
     fields = [pa.field(f.name, arrow[f.type]) for f in card.framing.inputs]
@@ -365,7 +382,7 @@ def _fast_column(
     per-cell checks (a value Arrow cannot cast, a non-finite number, a bool column)."""
     import pyarrow.compute as pc
 
-    if field.type == "bool":
+    if field.type in ("bool", "image"):  # images are decoded one by one (Pillow)
         return None
     trimmed = pc.utf8_trim_whitespace(strings)
     nulls = np.asarray(strings.is_null().to_numpy(zero_copy_only=False), dtype=bool)

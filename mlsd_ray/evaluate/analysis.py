@@ -27,8 +27,8 @@ LABEL = "label"
 def score_split(model_dir: Path, uri: str) -> tuple[np.ndarray, np.ndarray]:
     """(labels, P(positive)) of a small split, scored in this process: the validation split
     is small, and a Ray Data job would cost more to start than to run."""
-    from mlsd_ray.train.refit import load_scores
-    from mlsd_ray.train.stage import read_split
+    from mlsd_ray.data.layout import read_split
+    from mlsd_ray.models.selection import load_scores
 
     stored = load_scores(model_dir)  # a refitted model: its selection run's validation scores
     if stored is not None:

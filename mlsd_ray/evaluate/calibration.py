@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlsd_ray.evaluate.metrics import expected_calibration_error
+from mlsd_ray.metrics import expected_calibration_error
 from mlsd_ray.models.package import read_manifest
 from mlsd_ray.predict import Predictor
 

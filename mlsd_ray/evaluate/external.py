@@ -12,8 +12,8 @@ from functools import partial
 from typing import Any
 
 from mlsd_ray.errors import DataError
-from mlsd_ray.evaluate.metrics import classification_metrics
 from mlsd_ray.evaluate.stage import score
+from mlsd_ray.metrics import classification_metrics
 from mlsd_ray.models.package import read_manifest
 from mlsd_ray.runtime import ensure_ray
 from mlsd_ray.settings import Workdir

@@ -10,14 +10,14 @@ candidate's gate metric there may trail the champion's by at most that much.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from mlsd_ray.errors import DataError
 from mlsd_ray.evaluate.bootstrap import confidence_intervals
-from mlsd_ray.evaluate.metrics import classification_metrics
-from mlsd_ray.evaluate.stage import score
+from mlsd_ray.metrics import classification_metrics
 from mlsd_ray.settings import Workdir
 from mlsd_ray.spec import DesignCard, ExternalSet, Source
 
@@ -49,9 +49,11 @@ def score_external(
     card: DesignCard,
     workdir: Workdir,
     models: dict[str, tuple[Path, str | None, float]],
+    score: Callable[..., tuple[Any, Any]],
 ) -> dict[str, dict[str, Any]]:
     """set name -> {rows_in, rows_ok, models: {name: metrics with ``intervals``}} for
-    ``models``: name -> (package folder, registry version or None, threshold)."""
+    ``models``: name -> (package folder, registry version or None, threshold). ``score`` is
+    the evaluation stage's (dataset, package, version, inference) -> (labels, scores)."""
     out: dict[str, dict[str, Any]] = {}
     for ext in card.evaluation.external:
         ds, rows_in = read_external(card, ext, workdir)

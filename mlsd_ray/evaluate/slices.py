@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from mlsd_ray.errors import CardError
-from mlsd_ray.evaluate.metrics import classification_metrics
+from mlsd_ray.metrics import classification_metrics
 from mlsd_ray.spec import Slice
 
 

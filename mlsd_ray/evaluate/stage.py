@@ -25,9 +25,11 @@ from mlsd_ray.evaluate.analysis import (
     select_within_budget,
 )
 from mlsd_ray.evaluate.gate import Evidence, GateDecision, decide
-from mlsd_ray.evaluate.metrics import classification_metrics, regression_metrics
 from mlsd_ray.evaluate.model_card import write_model_card
-from mlsd_ray.evaluate.plots import (
+from mlsd_ray.evaluate.report import write_markdown
+from mlsd_ray.metrics import classification_metrics, regression_metrics
+from mlsd_ray.models.package import MANIFEST, read_manifest
+from mlsd_ray.plots import (
     calibration_plot,
     confusion_plot,
     pr_plot,
@@ -35,8 +37,6 @@ from mlsd_ray.evaluate.plots import (
     roc_plot,
     threshold_plot,
 )
-from mlsd_ray.evaluate.report import write_markdown
-from mlsd_ray.models.package import MANIFEST, read_manifest
 from mlsd_ray.predict import PREDICTION, PROBABILITY, Predictor
 from mlsd_ray.runtime import ensure_ray
 from mlsd_ray.settings import Workdir
@@ -232,13 +232,13 @@ def evaluate_models(
         if champion is not None:
             champion_name = f"champion v{version}"
             scored[champion_name] = (path, version, t_champion)
-        external = score_external(card, workdir, scored)
+        external = score_external(card, workdir, scored, score)
         more = gate_rules(card, external, candidate, champion_name)
         passed = decision.passed and all(r["passed"] for r in more)
         decision = GateDecision(passed, [*decision.rules, *more])
 
     if regression:
-        from mlsd_ray.evaluate.regression import regression_plots
+        from mlsd_ray.plots import regression_plots
 
         plots = regression_plots(curves, out_dir, f"{card.name} on {Path(data_uri).name}")
     else:
@@ -339,9 +339,18 @@ def extra_plots(
         y, p = curves[name]
         per_model[name] = [
             out_dir / f"confusion_{name}.png",
-            threshold_plot(y, p, t, out_dir / f"threshold_{name}.png", f"{name}: threshold"),
+            threshold_plot(
+                _curve(y, p), t, out_dir / f"threshold_{name}.png", f"{name}: threshold"
+            ),
         ]
     return per_model, shared
+
+
+def _curve(y: np.ndarray, p: np.ndarray) -> dict[str, np.ndarray] | None:
+    """The threshold curve to draw; None with a single class (nothing to trade off)."""
+    from mlsd_ray.evaluate.threshold import threshold_curve
+
+    return threshold_curve(y, p) if len(np.unique(y)) == 2 else None
 
 
 def _metric(curve: tuple[np.ndarray, np.ndarray], threshold: float, metric: str) -> float:

@@ -20,6 +20,7 @@ MODEL_KINDS: dict[str, str] = {
     "logreg": "mlsd_ray.models.simple:TabularLogReg",
     "transformer": "mlsd_ray.models.transformer:TransformerTextClassifier",
     "mlp": "mlsd_ray.models.mlp:TabularMLP",
+    "cnn": "mlsd_ray.models.cnn:ImageCNN",
     "mean": "mlsd_ray.models.regression:MeanRegressor",
     "ridge": "mlsd_ray.models.regression:TabularRidge",
     # The tabular ladder (mlsd_ray.models.gbdt / ensemble).

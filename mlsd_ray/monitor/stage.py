@@ -23,7 +23,7 @@ from mlsd_ray import storage
 from mlsd_ray.errors import DataError, MlsdError
 from mlsd_ray.monitor.drift import PROBABILITY, drift_report
 from mlsd_ray.monitor.log import MODEL_VERSION, TS, read_prediction_log
-from mlsd_ray.monitor.plots import plot_feature
+from mlsd_ray.plots import plot_feature
 from mlsd_ray.settings import Workdir
 from mlsd_ray.spec import DesignCard
 

@@ -15,6 +15,7 @@ from typing import Any, cast
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
+from mlsd_ray.serve.requests import RETRY_AFTER_S
 from mlsd_ray.settings import DEFAULT_WORKDIR, Workdir
 from mlsd_ray.spec import DesignCard, load_card
 
@@ -22,8 +23,6 @@ log = logging.getLogger(__name__)
 
 #: The ingress only forwards requests; it must admit enough of them for batches to fill.
 MIN_INGRESS_ONGOING = 64
-#: Seconds a client is told to wait (Retry-After) when the service sheds load.
-RETRY_AFTER_S = 1
 
 
 class ServeArgs(BaseModel):

@@ -37,9 +37,8 @@ from ray.serve.handle import DeploymentHandle
 from mlsd_ray.models.package import read_manifest
 from mlsd_ray.monitor.log import PredictionLogger
 from mlsd_ray.predict import InvalidInput, Predictor
-from mlsd_ray.serve.app import RETRY_AFTER_S
 from mlsd_ray.serve.combine import combiner_from_config
-from mlsd_ray.serve.requests import BadRequest, PredictBody, parse_predict_body
+from mlsd_ray.serve.requests import RETRY_AFTER_S, BadRequest, PredictBody, parse_predict_body
 from mlsd_ray.serve.stats import ServeStats
 
 log = logging.getLogger(__name__)

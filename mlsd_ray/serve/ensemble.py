@@ -65,7 +65,8 @@ def member_scores(members: dict[str, Path], frame: Any) -> np.ndarray:
 
 def fit_stacker(card: DesignCard, workdir: Workdir, members: dict[str, Path]) -> StackedCombiner:
     """Fit the stacked combiner on the validation split (never the test split)."""
-    from mlsd_ray.train.stage import LABEL, read_split
+    from mlsd_ray.data.layout import read_split
+    from mlsd_ray.data.verify import LABEL
 
     frame = read_split(workdir.split_uri(card, "validation"))
     y = frame[LABEL].to_numpy()

@@ -11,6 +11,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+#: Seconds a client is told to wait (Retry-After) when the service sheds load; here, not in
+#: app.py, so the deployments need not import the app builder (that was an import cycle).
+RETRY_AFTER_S = 1
 #: Bodies larger than this are refused before parsing (413).
 MAX_BODY_BYTES = 8 * 1024 * 1024
 

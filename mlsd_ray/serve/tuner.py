@@ -131,7 +131,7 @@ def sample_instances(card: DesignCard, workdir: Workdir, n: int = 64) -> list[An
     inputs = card.framing.inputs
     if len(inputs) == 1 and inputs[0].type in ("text", "string"):
         return list(DEFAULT_INSTANCES)
-    from mlsd_ray.train.stage import read_split
+    from mlsd_ray.data.layout import read_split
 
     try:
         frame = read_split(workdir.split_uri(card, "train"))
@@ -232,9 +232,9 @@ def write_sweep(points: Sequence[Point], target_p99_ms: float, out_dir: Path) ->
 
 
 def _plot(points: Sequence[Point], target_p99_ms: float, out_dir: Path) -> Path:
-    from mlsd_ray.evaluate.plots import _plt
+    from mlsd_ray.plots import pyplot
 
-    plt = _plt()
+    plt = pyplot()
     fig, (ax_t, ax_p) = plt.subplots(1, 2, figsize=(10, 4))
     groups: dict[tuple[float, int, float], list[Point]] = {}
     for p in points:

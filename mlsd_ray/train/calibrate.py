@@ -40,7 +40,7 @@ def choose(
     ``auto`` takes the lowest out-of-fold log loss, which may be no map at all."""
     from sklearn.metrics import log_loss
 
-    from mlsd_ray.evaluate.metrics import expected_calibration_error as ece
+    from mlsd_ray.metrics import expected_calibration_error as ece
 
     if method not in CHOICES:
         raise ModelError(f"Unknown calibration method {method!r}.", fix=f"use one of {CHOICES}")

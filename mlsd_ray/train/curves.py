@@ -17,6 +17,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from mlsd_ray import plots
+
 RISE = 0.05  # validation loss this far above its minimum counts as rising
 GAP = 0.25  # final validation loss this far above the training loss is a generalisation gap
 FLAT = 0.02  # training loss fell less than this (relative) over the run: flat
@@ -69,26 +71,6 @@ def diagnose(history: list[dict[str, Any]], reference_loss: float | None = None)
     }
 
 
-def plot_curve(history: list[dict[str, Any]], path: Path, title: str) -> Path:
-    from mlsd_ray.evaluate.plots import _plt
-
-    plt = _plt()
-    epochs = [r["epoch"] for r in history]
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    ax.plot(epochs, [r["train_loss"] for r in history], "o-", label="training loss")
-    val = [(r["epoch"], r["val_loss"]) for r in history if r.get("val_loss") is not None]
-    if val:
-        ax.plot(*zip(*val, strict=True), "s-", label="validation loss")
-        best = min(val, key=lambda ev: ev[1])
-        ax.axvline(best[0], color="grey", ls="--", lw=0.8, label=f"best epoch {best[0]}")
-    ax.set(xlabel="epoch", ylabel="loss", title=title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
 def write_curve(
     history: list[dict[str, Any]],
     folder: Path,
@@ -101,5 +83,7 @@ def write_curve(
     diagnosis = diagnose(history, reference_loss)
     json_path = folder / f"{name}_learning_curve.json"
     json_path.write_text(json.dumps({"history": history, "diagnosis": diagnosis}, indent=1))
-    png = plot_curve(history, folder / f"{name}_learning_curve.png", f"{name}: learning curve")
+    png = plots.plot_curve(
+        history, folder / f"{name}_learning_curve.png", f"{name}: learning curve"
+    )
     return {**diagnosis, "json": str(json_path), "png": str(png)}

@@ -13,10 +13,8 @@ own scores there would be optimistic). The mlp, ensembles and text kinds are not
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from mlsd_ray.models.base import Model, load_model_class
@@ -24,7 +22,6 @@ from mlsd_ray.models.base import Model, load_model_class
 log = logging.getLogger(__name__)
 LABEL = "label"
 REFIT_KINDS = ("logreg", "ridge", "xgboost", "lightgbm")
-SCORES = "selection_validation.npz"
 
 
 def refit(
@@ -48,15 +45,3 @@ def refit(
     model.fit(both[inputs], both[LABEL].to_numpy())
     log.info("refitted %s on %d rows: %s", kind, len(both), info)
     return model, fixed, info
-
-
-def save_scores(folder: Path, y: np.ndarray, p: np.ndarray) -> None:
-    np.savez(folder / SCORES, y=np.asarray(y, dtype=np.int64), p=np.asarray(p, np.float64))
-
-
-def load_scores(folder: Path) -> tuple[np.ndarray, np.ndarray] | None:
-    path = Path(folder) / SCORES
-    if not path.is_file():
-        return None
-    with np.load(path, allow_pickle=False) as data:  # numbers only, never pickle
-        return data["y"], data["p"]

@@ -18,13 +18,15 @@ import numpy as np
 import pandas as pd
 
 from mlsd_ray.data.etl import dataset_version
+from mlsd_ray.data.layout import read_split
 from mlsd_ray.errors import CardError, DataError
 from mlsd_ray.models.base import Model, load_model_class
 from mlsd_ray.models.package import InputSchema, ModelManifest, save_package
+from mlsd_ray.models.selection import save_scores
 from mlsd_ray.settings import Workdir
 from mlsd_ray.spec import DesignCard, ModelSpec
 from mlsd_ray.train.metrics import roc_auc
-from mlsd_ray.train.refit import REFIT_KINDS, refit, save_scores
+from mlsd_ray.train.refit import REFIT_KINDS, refit
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +35,6 @@ SIMPLE_KINDS: tuple[str, ...] = ("majority", "tfidf_logreg", "logreg")
 SIMPLE_KINDS += ("mean", "ridge")  # regression (mlsd_ray.models.regression)
 NUMERIC_TYPES = ("int", "float", "bool")
 CATEGORICAL_TYPES = ("category", "string")
-
-
-def read_split(uri: str) -> pd.DataFrame:
-    """A Parquet split folder (local or s3://) as pandas. Plain pyarrow: about 10x faster than
-    Ray Data for splits that fit in the driver (see the stack notes)."""
-    from mlsd_ray.data.layout import read_table  # Hive partition columns come back typed
-
-    return read_table(uri).to_pandas()
 
 
 def select_specs(card: DesignCard, only: list[str] | None) -> list[ModelSpec]:
@@ -198,6 +192,12 @@ def train_models(card: DesignCard, workdir: Workdir, only: list[str] | None = No
                 auc = roc_auc(val[LABEL].to_numpy(), mlp.predict_proba(val[inputs]))
             fitted[spec.name] = (mlp, mlp_params, seconds, auc, extra)
 
+    for spec in specs:  # image models: Ray Train
+        if spec.kind == "cnn":
+            from mlsd_ray.train.cnn import fit_cnn
+
+            fitted[spec.name] = fit_cnn(spec, card, train, val, workdir)
+
     # The tabular ladder: GBDTs through Ray Train, ensembles fan their members out as tasks.
     from mlsd_ray.train.ladder import LADDER_KINDS, fit_ladder
 
@@ -226,7 +226,7 @@ def train_models(card: DesignCard, workdir: Workdir, only: list[str] | None = No
         calibrator, p_val = None, None
         if card.framing.category == "binary":
             # Every gate metric on validation, so evaluation can rank models before test.
-            from mlsd_ray.evaluate.metrics import classification_metrics
+            from mlsd_ray.metrics import classification_metrics
             from mlsd_ray.train.calibrate import calibrate_validation
 
             p_val = model.predict_proba(val[inputs])[:, 1]
@@ -238,7 +238,7 @@ def train_models(card: DesignCard, workdir: Workdir, only: list[str] | None = No
                 ),
             }
         if card.framing.category == "regression":
-            from mlsd_ray.evaluate.metrics import regression_metrics
+            from mlsd_ray.metrics import regression_metrics
 
             y_hat = model.predict(val[inputs])
             extra = {**extra, "validation": regression_metrics(val[LABEL].to_numpy(), y_hat)}

@@ -180,7 +180,7 @@ def write_tuning_report(
     trials: list[dict[str, Any]], tuning: Tuning, folder: Path, name: str
 ) -> list[Path]:
     """``trials.json``, ``trials.md`` (the table, best first) and ``tuning.png``."""
-    from mlsd_ray.evaluate.plots import _plt
+    from mlsd_ray.plots import pyplot
 
     folder.mkdir(parents=True, exist_ok=True)
     ranked = sorted(
@@ -209,7 +209,7 @@ def write_tuning_report(
     lines += ["", "![tuning](tuning.png)", ""]
     (folder / "trials.md").write_text("\n".join(lines))
 
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for t in trials:
         points = [(h["epoch"], h[tuning.metric]) for h in t["history"] if h.get(tuning.metric)]

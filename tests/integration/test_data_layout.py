@@ -48,9 +48,9 @@ def _etl(source: Path | str, out: str, workdir: Path, *extra: str):  # type: ign
 def test_partitioned_splits_read_back_typed_by_every_reader(
     ray_cluster, shoppers_csv: Path, tmp_path: Path
 ) -> None:
+    from mlsd_ray.data.layout import read_split as train_read_split
     from mlsd_ray.evaluate.stage import batch_predict  # noqa: F401  (reads via read_dataset)
     from mlsd_ray.monitor.stage import read_reference
-    from mlsd_ray.train.stage import read_split as train_read_split
 
     plain_card, plain = _etl(shoppers_csv, str(tmp_path / "plain"), tmp_path / "w1")
     card, part = _etl(
@@ -62,10 +62,9 @@ def test_partitioned_splits_read_back_typed_by_every_reader(
     # the layout does not change the data: same rows, same version
     assert part.dataset_version == plain.dataset_version
     assert part.rows_written == plain.rows_written
-    folders = {
-        p.parent.relative_to(tmp_path / "part" / "train")
-        for p in (tmp_path / "part" / "train").rglob("*.parquet")
-    }
+    train_dir = Path(part.outputs["train"])  # part/versions/<dataset version>/train
+    assert train_dir == tmp_path / "part" / "versions" / part.dataset_version / "train"
+    folders = {p.parent.relative_to(train_dir) for p in train_dir.rglob("*.parquet")}
     assert folders and all(str(f).startswith("Month=") and "/label=" in str(f) for f in folders)
     for s in SPLITS:
         want = read_split(plain_card, Workdir(tmp_path / "w1"), s)
@@ -99,9 +98,9 @@ def test_partitioned_splits_read_back_typed_by_every_reader(
 
 
 def test_manifest_check_catches_a_lost_partition(ray_cluster, shoppers_csv: Path, tmp_path):
-    _etl(shoppers_csv, str(tmp_path / "part"), tmp_path, "data.partition_by=[Month]")
+    _, summary = _etl(shoppers_csv, str(tmp_path / "part"), tmp_path, "data.partition_by=[Month]")
     assert mf.check_splits(str(tmp_path / "part"))["ok"]
-    lost = sorted((tmp_path / "part" / "test").glob("Month=*"))[0]
+    lost = sorted(Path(summary.outputs["test"]).glob("Month=*"))[0]
     for f in lost.iterdir():
         f.unlink()
     result = mf.check_splits(str(tmp_path / "part"))
@@ -143,7 +142,7 @@ def test_partition_by_a_date_of_the_time_column_on_s3(
     workdir = Workdir(tmp_path)
     summary = run_etl(card, workdir)
     assert summary.rows_ok == 120
-    listed = fs.find(f"{s3_bucket}/layout/out/train")
+    listed = fs.find(summary.outputs["train"].removeprefix("s3://"))
     assert any("/day_date=2024-03-01/" in p for p in listed), listed
     assert any(p.endswith("/_common_metadata") for p in listed)
     got = {s: read_split(card, workdir, s) for s in SPLITS}

@@ -12,10 +12,11 @@ import pytest
 import yaml
 
 from mlsd_ray import pipeline, registry
+from mlsd_ray.data.layout import read_split
 from mlsd_ray.predict import Predictor
 from mlsd_ray.settings import Workdir
 from mlsd_ray.spec import card_from_dict
-from mlsd_ray.train.stage import read_split, train_models
+from mlsd_ray.train.stage import train_models
 
 pytestmark = pytest.mark.integration
 SYSTEMS = Path(__file__).resolve().parents[2] / "systems"

@@ -81,8 +81,13 @@ def test_davidson_from_s3_to_s3_keeps_every_row_stratified(
     summary = run_etl(card, workdir)
 
     assert (summary.rows_in, summary.rows_ok, summary.rows_quarantined) == (2000, 2000, 0)
-    assert summary.outputs["train"] == f"s3://{s3_bucket}/etl/clean/train"
-    assert s3.ls(f"{s3_bucket}/etl/clean/train")
+    version = f"etl/clean/versions/{summary.dataset_version}"
+    assert summary.outputs["train"] == f"s3://{s3_bucket}/{version}/train"
+    assert s3.ls(f"{s3_bucket}/{version}/train")
+    assert (
+        json.loads(s3.cat(f"{s3_bucket}/etl/clean/CURRENT"))["path"]
+        == f"versions/{summary.dataset_version}"
+    )
     splits = all_splits(card, workdir)
     arrived = Counter(t for frame in splits.values() for t in frame["text"])
     assert arrived == Counter(r[6] for r in sample[1:])
@@ -121,8 +126,8 @@ def test_corrupted_copy_quarantines_exactly_what_was_broken(
     ]
     corrupted = [header, *records[:500], *bad[:3], *records[500:1500], *bad[3:], *records[1500:]]
     s3.pipe(f"{s3_bucket}/davidson/corrupted.csv", to_csv(corrupted))
-    stale = f"{s3_bucket}/etl/corrupted/train/from-an-old-run.parquet"
-    s3.pipe(stale, b"not parquet")  # a rerun must replace old output, not add to it
+    legacy = f"{s3_bucket}/etl/corrupted/train/from-an-old-run.parquet"
+    s3.pipe(legacy, b"not parquet")  # output of the layout before versions: never read
     card = davidson_card(
         f"s3://{s3_bucket}/davidson/corrupted.csv", f"s3://{s3_bucket}/etl/corrupted"
     )
@@ -147,7 +152,15 @@ def test_corrupted_copy_quarantines_exactly_what_was_broken(
     assert quarantine["Unnamed: 0"].tolist()[:5] == ["90001", "90002", "90003", "90004", "90005"]
     arrived = Counter(t for frame in all_splits(card, workdir).values() for t in frame["text"])
     assert arrived == Counter(r[6] for r in records)
+    assert s3.exists(legacy)  # a run deletes nothing outside its own version
+
+    # A rerun on the same rows writes the same version again, replacing its files.
+    stale = f"{s3_bucket}/etl/corrupted/versions/{summary.dataset_version}/train/old.parquet"
+    s3.pipe(stale, b"not parquet")
+    assert run_etl(card, workdir).dataset_version == summary.dataset_version
     assert not s3.exists(stale)
+    again = Counter(t for frame in all_splits(card, workdir).values() for t in frame["text"])
+    assert again == arrived
 
 
 def test_synthetic_card_end_to_end_locally_and_rerun_overwrites(

@@ -15,8 +15,8 @@ import pytest
 
 from mlsd_ray import pipeline
 from mlsd_ray.batch_predict import predict_dataset
-from mlsd_ray.evaluate.metrics import classification_metrics
 from mlsd_ray.evaluate.stage import batch_predict
+from mlsd_ray.metrics import classification_metrics
 from mlsd_ray.predict import InvalidInput, Predictor
 from mlsd_ray.settings import Workdir
 from mlsd_ray.spec import load_card

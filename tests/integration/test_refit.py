@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from mlsd_ray.evaluate.analysis import score_split
-from mlsd_ray.evaluate.metrics import classification_metrics
+from mlsd_ray.metrics import classification_metrics
 from mlsd_ray.models.base import load_model_class
 from mlsd_ray.predict import Predictor
 from mlsd_ray.settings import Workdir

@@ -9,10 +9,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from mlsd_ray.data.layout import read_split
 from mlsd_ray.predict import Predictor
 from mlsd_ray.settings import Workdir
 from mlsd_ray.spec import DesignCard, load_card
-from mlsd_ray.train.stage import read_split, train_models
+from mlsd_ray.train.stage import train_models
 from mlsd_ray.train.transformer import train_transformer
 from tests.toy_data import toy_split as split
 

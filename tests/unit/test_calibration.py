@@ -12,7 +12,7 @@ import pytest
 from sklearn.isotonic import IsotonicRegression
 
 from mlsd_ray.errors import ModelError
-from mlsd_ray.evaluate.metrics import expected_calibration_error as ece
+from mlsd_ray.metrics import expected_calibration_error as ece
 from mlsd_ray.models.calibration import FILE, Calibrator
 from mlsd_ray.models.package import InputSchema, ModelManifest, save_package
 from mlsd_ray.models.simple import TabularLogReg

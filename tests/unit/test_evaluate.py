@@ -7,7 +7,7 @@ import pytest
 from sklearn import metrics as skm
 
 from mlsd_ray.evaluate.gate import decide
-from mlsd_ray.evaluate.metrics import classification_metrics
+from mlsd_ray.metrics import classification_metrics
 from mlsd_ray.spec import Gate
 
 

@@ -17,14 +17,14 @@ from mlsd_ray.evaluate.bootstrap import (
     replicate_metrics,
     resample_indices,
 )
-from mlsd_ray.evaluate.metrics import (
+from mlsd_ray.evaluate.slices import slice_masks, slice_metrics
+from mlsd_ray.evaluate.threshold import choose_threshold, threshold_curve
+from mlsd_ray.metrics import (
     classification_metrics,
     expected_calibration_error,
     multiclass_metrics,
     ranking_metrics,
 )
-from mlsd_ray.evaluate.slices import slice_masks, slice_metrics
-from mlsd_ray.evaluate.threshold import choose_threshold, threshold_curve
 from mlsd_ray.spec import Slice, ThresholdObjective
 
 

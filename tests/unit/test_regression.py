@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from mlsd_ray.data.packages import package_path
 from mlsd_ray.errors import CardError, ModelError
 from mlsd_ray.evaluate.gate import decide
-from mlsd_ray.evaluate.metrics import regression_metrics
+from mlsd_ray.metrics import regression_metrics
 from mlsd_ray.models.package import ModelManifest, save_package
 from mlsd_ray.models.regression import MeanRegressor, TabularRidge
+from mlsd_ray.package_uri import package_path
 from mlsd_ray.predict import PREDICTION, Predictor
 from mlsd_ray.spec import Gate, card_from_dict, load_card
 

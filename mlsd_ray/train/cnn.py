@@ -1,0 +1,190 @@
+"""Train an ImageCNN (kind ``cnn``) with Ray Train's ``TorchTrainer``, or in the driver when
+``num_workers: 0``.
+
+Wired as the ``mlp`` kind is (`train.mlp`, `train.deep`): the driver decodes and resizes the
+images of both splits once (`ImageCNN.prepare`, Pillow), puts the arrays in the object store,
+and each worker trains its shard of the rows (DDP when world > 1) with the shared epoch loop.
+Every epoch is reported; the last report carries a checkpoint with the best epoch's weights
+(safetensors) and the history. Small images (the card's size) fit in every worker.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import load_file, save_file
+
+from mlsd_ray.errors import CardError, ModelError
+from mlsd_ray.models.cnn import WEIGHTS, CNNParams, ImageCNN, build_cnn
+from mlsd_ray.models.mlp import Arrays, fit_net, make_loss, reference_loss
+from mlsd_ray.settings import Workdir
+from mlsd_ray.spec import DesignCard, ModelSpec
+from mlsd_ray.train.metrics import roc_auc
+from mlsd_ray.train.mlp import storage_args
+
+log = logging.getLogger(__name__)
+LABEL = "label"
+HISTORY = "history.json"
+
+
+def cnn_params(spec: ModelSpec, card: DesignCard) -> dict[str, Any]:
+    """The spec's params with the image size, mode and task filled from the card, validated
+    (errors name the card key)."""
+    images = [f for f in card.framing.inputs if f.type == "image"]
+    if len(images) != 1 or len(card.framing.inputs) != 1:
+        raise CardError(
+            f"models.{spec.name}: kind cnn needs exactly one input, of type image; the card "
+            f"has {[(f.name, f.type) for f in card.framing.inputs]}.",
+            fix="list one input with `type: image` in framing.inputs",
+        )
+    if card.framing.category not in ("binary", "multiclass"):
+        raise CardError(
+            f"models.{spec.name}: kind cnn classifies; framing.category is "
+            f"{card.framing.category!r}.",
+            fix="use framing.category: binary or multiclass",
+        )
+    opts = images[0].image
+    assert opts is not None  # the card fills the defaults for type: image
+    params = {
+        **spec.params,
+        "width": opts.width,
+        "height": opts.height,
+        "mode": opts.mode,
+        "category": card.framing.category,
+        "n_classes": len(card.framing.label.classes),
+    }
+    CNNParams.from_params(params, where=f"models.{spec.name}.params")
+    return params
+
+
+def train_worker(config: dict[str, Any]) -> None:
+    """``train_loop_per_worker``: one copy per worker."""
+    import ray
+    import ray.train
+    import ray.train.torch
+
+    p = CNNParams.model_validate(config["params"])
+    loop = p.loop()
+    torch.set_num_threads(p.cpus_per_worker)
+    data: Arrays = ray.get(config["data"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    net = build_cnn(p)
+    model = ray.train.torch.prepare_model(net) if world > 1 else net
+    history: list[dict[str, Any]] = []
+
+    def on_epoch(record: dict[str, Any], final: bool, best: dict[str, torch.Tensor]) -> None:
+        history.append(record)
+        metrics = {k: v for k, v in record.items() if v is not None}
+        if not final:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory(prefix="mlsd-cnn-") as tmp:
+            checkpoint = None
+            if rank == 0:
+                save_file({k: v.contiguous() for k, v in best.items()}, str(Path(tmp) / WEIGHTS))
+                (Path(tmp) / HISTORY).write_text(json.dumps(history))
+                checkpoint = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=checkpoint)
+
+    fit_net(model, make_loss(loop, data.y), data, loop, on_epoch, rank=rank, world=world)
+
+
+def run_trainer(
+    p: CNNParams, data: Arrays, name: str, storage_path: str
+) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
+    """(best weights, history) from a TorchTrainer run."""
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    result = TorchTrainer(
+        train_worker,
+        train_loop_config={"params": p.model_dump(), "data": ray.put(data)},
+        scaling_config=ScalingConfig(
+            num_workers=p.num_workers, resources_per_worker={"CPU": p.cpus_per_worker}
+        ),
+        run_config=RunConfig(name=name, **storage_args(storage_path)),
+    ).fit()
+    if result.checkpoint is None:
+        raise ModelError(
+            f"Ray Train run {name!r} finished without a checkpoint.",
+            why="the training split produced no batches, or the worker failed",
+            fix="check that the train split is not empty and see the worker logs above",
+        )
+    with result.checkpoint.as_directory() as folder:
+        state = load_file(str(Path(folder) / WEIGHTS))
+        history = json.loads((Path(folder) / HISTORY).read_text())
+    return state, history
+
+
+def train_cnn(
+    inputs: list[str],
+    params: dict[str, Any],
+    train: pd.DataFrame,
+    val: pd.DataFrame,
+    storage_path: str,
+    name: str,
+) -> ImageCNN:
+    """Fit an ImageCNN on the splits (``label`` column); Ray Train unless num_workers=0."""
+    if len(train) == 0:
+        raise ModelError(f"{name}: the training split is empty.", fix="check the ETL report")
+    model = ImageCNN(inputs, **params)
+    p = model.config
+    started = time.perf_counter()
+    y, y_val = train[LABEL].to_numpy(), val[LABEL].to_numpy()
+    if p.num_workers == 0:
+        model.fit(train[inputs], y, val[inputs], y_val)
+    else:
+        data = model.prepare(train[inputs], y, val[inputs], y_val)
+        state, history = run_trainer(p, data, name, storage_path)
+        net = build_cnn(p)
+        net.load_state_dict(state)
+        model.set_fitted(net, history, reference_loss(make_loss(p.loop(), data.y), data, p.loop()))
+    rates = [r["samples_per_s"] for r in model.history_ if r.get("samples_per_s")]
+    model.train_metrics_ = {
+        "run_name": name,
+        "seconds": round(time.perf_counter() - started, 3),
+        "epochs_run": len(model.history_),
+        "samples_per_s": float(np.median(rates)) if rates else None,
+    }
+    log.info("trained cnn %s: %s", name, model.train_metrics_)
+    return model
+
+
+def fit_cnn(
+    spec: ModelSpec, card: DesignCard, train: pd.DataFrame, val: pd.DataFrame, workdir: Workdir
+) -> tuple[ImageCNN, dict[str, Any], float, float | None, dict[str, Any]]:
+    """What the training stage records per model: (model, params, seconds, validation AUC,
+    extra metadata)."""
+    from mlsd_ray.train.curves import write_curve
+
+    inputs = card.feature_names
+    params = cnn_params(spec, card)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    started = time.perf_counter()
+    model = train_cnn(
+        inputs,
+        params,
+        train,
+        val,
+        str(workdir.root / "ray_results"),
+        f"{card.name}-{spec.name}-{stamp}",
+    )
+    seconds = time.perf_counter() - started
+    curve = write_curve(
+        model.history_, workdir.reports / "training", spec.name, model.reference_loss_
+    )
+    extra: dict[str, Any] = {"learning_curve": curve}
+    extra.update({k: v for k, v in model.train_metrics_.items() if k != "seconds"})
+    auc = roc_auc(val[LABEL].to_numpy(), model.predict_proba(val[inputs])) if len(val) else None
+    return model, params, seconds, auc, extra
