@@ -89,7 +89,8 @@ def predict_dataset(
         version, package = fetch_model(card, workdir, alias or card.deployment.alias)
     ds = read_input(input_uri, input_format)
     columns = set(ds.schema().names)
-    missing = [c for c in card.feature_names if c not in columns]
+    # An optional input may be absent: the model imputes it (Predictor.input_frame).
+    missing = [f.name for f in card.framing.inputs if f.required and f.name not in columns]
     if missing:
         raise DataError(
             f"The input {input_uri!r} lacks the card's input column(s) {missing}.",

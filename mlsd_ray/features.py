@@ -51,6 +51,13 @@ class TabularPreprocessor:
     ``crosses`` lists groups of two or more categorical columns; each group's joined values
     are hashed into ``hash_buckets`` indicator columns. Missing (null or empty) categoricals
     become the category ``__missing__`` before any encoding.
+
+    Missing numbers (inputs the card marks ``required: false``): a numeric column that has
+    blanks in the training split is filled with its training median and gets an indicator
+    column ``<name>#missing`` (1 where the value was missing), so a linear model or a network
+    can learn what a blank means. Other numeric columns are filled with their training mean
+    (blanks they meet only in serving). ``keep_nan=True`` (GBDTs, which learn a default branch
+    for missing values) leaves every missing number as NaN and adds no indicator.
     """
 
     def __init__(
@@ -61,6 +68,7 @@ class TabularPreprocessor:
         encodings: dict[str, str] | None = None,
         crosses: list[list[str]] | None = None,
         hash_buckets: int = 32,
+        keep_nan: bool = False,
     ) -> None:
         self.numeric = list(numeric)
         self.categorical = list(categorical)
@@ -68,9 +76,10 @@ class TabularPreprocessor:
         self.encodings = dict(encodings or {})
         self.crosses = [list(c) for c in crosses or []]
         self.hash_buckets = hash_buckets
+        self.keep_nan = keep_nan
 
     @classmethod
-    def from_params(cls, params: dict[str, Any]) -> TabularPreprocessor:
+    def from_params(cls, params: dict[str, Any], keep_nan: bool = False) -> TabularPreprocessor:
         """The (unfitted) preprocessing a tabular model's card params describe: ``numeric``,
         ``categorical``, ``max_categories``, ``encodings``, ``crosses``, ``hash_buckets``."""
         return cls(
@@ -80,6 +89,7 @@ class TabularPreprocessor:
             encodings=params.get("encodings"),
             crosses=params.get("crosses"),
             hash_buckets=int(params.get("hash_buckets", 32)),
+            keep_nan=keep_nan,
         )
 
     # -- configuration ------------------------------------------------------------------
@@ -128,6 +138,14 @@ class TabularPreprocessor:
         self.mean_ = num.mean().fillna(0.0).to_dict()
         std = num.std(ddof=0).fillna(1.0)
         self.scale_ = std.where(std > 0, 1.0).to_dict()
+        # Median + indicator for the columns that do have blanks in training (optional inputs).
+        blanks = num.isna().any() if self.numeric else pd.Series(dtype=bool)
+        medians = num.median()
+        self.imputed_: dict[str, float] = {
+            c: float(medians[c]) if pd.notna(medians[c]) else 0.0
+            for c in self.numeric
+            if bool(blanks[c]) and not self.keep_nan
+        }
         self.missing_ = MISSING
         self.categories_: dict[str, list[str]] = {}
         for c in self.categorical:
@@ -148,7 +166,7 @@ class TabularPreprocessor:
     @property
     def feature_names_(self) -> list[str]:
         self._check()
-        names = list(self.numeric)
+        names = list(self.numeric) + [f"{c}#missing" for c in self.imputed_]
         for c in self.categorical:
             encoding = self._encoding(c)
             if encoding == "onehot":
@@ -174,9 +192,16 @@ class TabularPreprocessor:
     def transform(self, X: pd.DataFrame) -> np.ndarray:
         self._check()
         parts = []
+        blanks = []
         for c in self.numeric:
-            col = pd.to_numeric(X[c], errors="coerce").astype("float64").fillna(self.mean_[c])
+            col = pd.to_numeric(X[c], errors="coerce").astype("float64")
+            if c in self.imputed_:
+                blanks.append(col.isna().to_numpy(dtype=np.float64)[:, None])
+                col = col.fillna(self.imputed_[c])
+            elif not self.keep_nan:
+                col = col.fillna(self.mean_[c])
             parts.append(((col - self.mean_[c]) / self.scale_[c]).to_numpy()[:, None])
+        parts += blanks
         values = {c: self._values(X, c, self.missing_) for c in self.categorical}
         for c in self.categorical:
             encoding = self._encoding(c)
@@ -208,7 +233,9 @@ class TabularPreprocessor:
             "encodings": self.encodings,
             "crosses": self.crosses,
             "hash_buckets": self.hash_buckets,
+            "keep_nan": self.keep_nan,
             "mean_": self.mean_,
+            "imputed_": self.imputed_,
             "scale_": self.scale_,
             "categories_": self.categories_,
             "missing_": self.missing_,
@@ -224,7 +251,9 @@ class TabularPreprocessor:
             encodings=d.get("encodings"),
             crosses=d.get("crosses"),
             hash_buckets=int(d.get("hash_buckets", 32)),
+            keep_nan=bool(d.get("keep_nan", False)),
         )
+        pre.imputed_ = {str(k): float(v) for k, v in d.get("imputed_", {}).items()}
         pre.mean_, pre.scale_, pre.categories_ = d["mean_"], d["scale_"], d["categories_"]
         pre.missing_ = d.get("missing_", LEGACY_MISSING)
         return pre

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from mlsd_ray.errors import InvalidInput
+from mlsd_ray.models.calibration import Calibrator
 from mlsd_ray.models.package import ModelManifest, load_package
 from mlsd_ray.tasks import Decision, get_task
 from mlsd_ray.tasks.base import PREDICTION, PROBABILITY
@@ -76,6 +77,8 @@ class Predictor:
         self.model_dir = Path(model_dir)
         self.model, self.manifest = load_package(self.model_dir)
         self.task = get_task(self.manifest.category)
+        # The package's probability calibration (fitted on validation at training), if any.
+        self.calibrator = Calibrator.load(self.model_dir)
         self.version = version or self.manifest.metadata.get("version", "local")
         self.inference = "fp32"
         if inference and inference != "fp32":
@@ -134,7 +137,9 @@ class Predictor:
         (n, n_classes)."""
         if len(frame) == 0:
             return np.zeros(0)
-        return self.task.answer(self.model, frame)
+        scores = self.task.answer(self.model, frame)
+        # The package's calibration map (binary packages fitted with one), else the raw scores.
+        return scores if self.calibrator is None else self.calibrator.apply(scores)
 
     def labels(self, scores: np.ndarray) -> list[str]:
         """Answers for scores from ``predict_frame``: binary at the manifest's threshold (the one
@@ -150,9 +155,22 @@ class Predictor:
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         """For Ray Data: ``map_batches(Predictor, fn_constructor_args=(dir,), ...)``."""
         out = batch.copy()
-        scores = self.predict_frame(batch[self.manifest.input_names])
+        scores = self.predict_frame(self.input_frame(batch))
         out[self.task.output_column] = list(scores) if scores.ndim > 1 else scores
         return out
+
+    def input_frame(self, batch: pd.DataFrame) -> pd.DataFrame:
+        """The model's input columns of ``batch``; an optional input may be absent (all
+        missing: the model's preprocessing imputes it), a required one may not."""
+        absent = [f for f in self.manifest.inputs if f.name not in batch.columns]
+        required = [f.name for f in absent if f.required]
+        if required:
+            raise InvalidInput(
+                f"the batch lacks required input column(s) {required}; it has {list(batch.columns)}"
+            )
+        if absent:
+            return batch.reindex(columns=self.manifest.input_names)
+        return batch[self.manifest.input_names]
 
     def describe(self) -> dict[str, Any]:
         m: ModelManifest = self.manifest

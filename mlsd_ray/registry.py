@@ -424,7 +424,7 @@ def log_tuning(
         steps = [
             Metric(k, float(h[k]), now, int(h["epoch"]))
             for h in trial["history"]
-            for k in ("train_loss", "val_loss")
+            for k in ("train_loss", "val_loss", "val_roc_auc")
             if _is_number(h.get(k)) and h.get("epoch") is not None
         ]
         client.log_batch(

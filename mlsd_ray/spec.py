@@ -415,14 +415,18 @@ class Tuning(_Strict):
     configuration is retrained on the train split and packaged like any other model."""
 
     #: param name -> search dimension, e.g. ``{learning_rate: {type: loguniform, low: 1e-4,
-    #: high: 1e-2}, dropout: {type: choice, values: [0.0, 0.2]}}``.
-    space: dict[str, SearchDim] = Field(min_length=1)
+    #: high: 1e-2}, dropout: {type: choice, values: [0.0, 0.2]}}``. Empty: the kind's own
+    #: space (mlsd_ray.train.spaces).
+    space: dict[str, SearchDim] = Field(default_factory=dict)
     num_samples: int = Field(8, ge=1)
     max_concurrent_trials: int = Field(2, ge=1)
     #: What every trial reports per epoch and the search optimises: ``val_loss`` (the training
     #: loss on the validation split) or ``train_loss``; ``mode`` says which way is better.
-    metric: Literal["val_loss", "train_loss"] = "val_loss"
-    mode: Literal["min", "max"] = "min"
+    #: Unset: ``val_roc_auc`` (max) for binary GBDTs and linear models, else ``val_loss``.
+    metric: Literal["val_loss", "train_loss", "val_roc_auc"] | None = None
+    mode: Literal["min", "max"] | None = None
+    #: Stop starting trials after this many seconds (Ray Tune's time budget); None: no limit.
+    time_budget_s: float | None = Field(None, gt=0)
     #: ASHA: every trial runs at least ``grace_period`` epochs, none more than ``max_t``.
     grace_period: int = Field(1, ge=1)
     max_t: int = Field(10, ge=1)
@@ -476,9 +480,21 @@ class ModelSpec(_Strict):
         return self
 
 
+class Calibration(_Strict):
+    """Calibration of binary models on the validation split (mlsd_ray.train.calibrate):
+    ``auto`` picks none, platt or isotonic by out-of-fold log loss."""
+
+    method: Literal["none", "auto", "platt", "isotonic"] = "none"
+    folds: int = Field(5, ge=2)
+
+
 class Models(_Strict):
     baseline: ModelSpec
     candidates: list[ModelSpec] = Field(min_length=1)
+    calibration: Calibration = Field(default_factory=Calibration)
+    #: Refit logreg, ridge and the GBDTs on train + validation after validation scoring
+    #: (rounds fixed from the selection run); see mlsd_ray.train.refit.
+    refit: bool = False
 
     @model_validator(mode="after")
     def _unique(self) -> Models:
@@ -648,6 +664,24 @@ class OnlineMetric(_Strict):
     column: str
 
 
+class ExternalSet(_Strict):
+    """A held-out data set from elsewhere (another domain, another source), scored and reported
+    beside the test split, e.g. ``{name: sms_spam, uri: ../data/sms_spam.tsv, rename: {SMS:
+    text, Label: label}, label_mapping: {ham: 0, spam: 1}}`` (mlsd_ray.evaluate.external_sets)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
+    #: A file or folder with the card's inputs and label column (relative to the card).
+    uri: str
+    format: SourceFormat | None = None
+    #: Set column -> card column, as a source's ``rename``.
+    rename: dict[str, str] = Field(default_factory=dict)
+    #: Raw label -> class index for this set; empty: the card's ``framing.label.mapping``.
+    label_mapping: dict[str, int] = Field(default_factory=dict)
+    #: Gate: the candidate's gate metric on this set may trail the champion's by at most this
+    #: much (0 = no regression); None = reported only.
+    max_regression: float | None = Field(None, ge=0)
+
+
 class Evaluation(_Strict):
     metrics: list[Metric] = Field(default_factory=lambda: list(get_args(Metric)))
     threshold: float = Field(0.5, gt=0, lt=1)
@@ -665,6 +699,8 @@ class Evaluation(_Strict):
     #: Behavioural tests for text models: a YAML file (relative to the card), e.g.
     #: ``behaviour: behaviour/harmful_content.yaml``; see mlsd_ray.evaluate.behaviour.
     behaviour: str | None = None
+    #: Out-of-domain evaluation sets scored beside the test split; see ``ExternalSet``.
+    external: list[ExternalSet] = Field(default_factory=list)
     #: Ranking tasks: the query/group column and the cut-off of NDCG@k, MAP@k and recall@k.
     group_column: str | None = None
     k: int = Field(10, ge=1)
@@ -1153,6 +1189,9 @@ def card_from_dict(
         ev = raw.get("evaluation")
         if isinstance(ev, dict) and isinstance(ev.get("behaviour"), str):
             ev["behaviour"] = resolve_uri(ev["behaviour"], base_dir)
+        for ext in ev.get("external", []) if isinstance(ev, dict) else []:
+            if isinstance(ext, dict) and isinstance(ext.get("uri"), str):
+                ext["uri"] = resolve_uri(ext["uri"], base_dir)
     raw = apply_overrides(raw, overrides or [])
     try:
         card = DesignCard.model_validate(raw)

@@ -49,6 +49,7 @@ from mlsd_ray.data import manifest as mf
 from mlsd_ray.data import profile as prof
 from mlsd_ray.data import versions as dv
 from mlsd_ray.data.blocks import DUP, H1, H2, PRIMARY, SECONDARY
+from mlsd_ray.data.missing import missing_by_column
 from mlsd_ray.data.sources import describe, read_source_stats
 from mlsd_ray.data.split import (
     SPLITS,
@@ -147,6 +148,8 @@ class EtlSummary(BaseModel):
     reference_profile: str = ""
     #: event-log sources: source -> counts of the impression/click join
     events: dict[str, dict[str, int]] = Field(default_factory=dict)
+    #: input -> blank rows, rate, quarantined or imputed, suggestion (mlsd_ray.data.missing)
+    missing_by_column: dict[str, dict[str, Any]] = Field(default_factory=dict)
     #: path of the Markdown data report (None when data.report is off)
     report: str | None = None
 
@@ -531,6 +534,7 @@ def run_etl(card: DesignCard, workdir: Workdir) -> EtlSummary:
         anomalies=findings,
         reference_profile=reference_what,
         events={i["uri"]: i["events"] for i in infos if "events" in i},
+        missing_by_column=missing_by_column(card, bad_reasons, profile, rows_in),
     )
     try:
         _fail_on(

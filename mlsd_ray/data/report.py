@@ -121,6 +121,9 @@ def write_report(
         ]
     else:
         lines.append("No finding.")
+    from mlsd_ray.data.missing import report_lines
+
+    lines += ["", *report_lines(summary.get("missing_by_column") or {})]
     lines += ["", "## Columns", "", *_table(profile), "", "## Histograms", ""]
     for i, (name, stats) in enumerate(profile["columns"].items()):
         if i >= MAX_PLOTS:

@@ -27,7 +27,11 @@ def score_split(model_dir: Path, uri: str) -> tuple[np.ndarray, np.ndarray]:
     """(labels, scores) of a small split, scored in this process: the validation split is
     small, and a Ray Data job would cost more to start than to run."""
     from mlsd_ray.data.layout import read_split
+    from mlsd_ray.models.selection import load_scores
 
+    stored = load_scores(model_dir)  # a refitted model: its selection run's validation scores
+    if stored is not None:
+        return stored
     frame = read_split(uri)
     predictor = Predictor(model_dir)
     return frame[LABEL].to_numpy(), predictor.predict_frame(frame[predictor.manifest.input_names])

@@ -57,6 +57,14 @@ def write_markdown(report: dict[str, Any], path: Path) -> Path:
     lines += [
         f"- {'pass' if r['passed'] else 'FAIL'} `{r['rule']}`: {r['detail']}" for r in gate["rules"]
     ]
+    if report.get("calibration"):
+        from mlsd_ray.evaluate.calibration import report_lines
+
+        lines += report_lines(report["calibration"])
+    if report.get("external"):
+        from mlsd_ray.evaluate import external_sets
+
+        lines += external_sets.report_lines(report["external"], report["gate"]["config"]["metric"])
     if report.get("analysis"):
         lines += analysis_sections(report)
     if report.get("promotion"):

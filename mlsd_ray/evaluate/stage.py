@@ -24,7 +24,7 @@ from mlsd_ray.evaluate.analysis import (
     score_split,
     select_within_budget,
 )
-from mlsd_ray.evaluate.gate import Evidence, decide
+from mlsd_ray.evaluate.gate import Evidence, GateDecision, decide
 from mlsd_ray.evaluate.model_card import write_model_card
 from mlsd_ray.evaluate.report import write_markdown
 from mlsd_ray.models.package import MANIFEST, read_manifest
@@ -245,6 +245,22 @@ def evaluate_models(
         champion_metrics,
         evidence,
     )
+    external: dict[str, Any] = {}
+    # Out-of-domain sets, beside test: scored like the binary test split (at each threshold).
+    if card.evaluation.external and task.uses_threshold:
+        from mlsd_ray.evaluate.external_sets import gate_rules, score_external
+
+        scored: dict[str, tuple[Path, str | None, float]] = {
+            n: (workdir.model_dir(n), None, thresholds[n]) for n in results
+        }
+        champion_name = None
+        if champion is not None:
+            champion_name = f"champion v{version}"
+            scored[champion_name] = (path, version, t_champion)
+        external = score_external(card, workdir, scored, score)
+        more = gate_rules(card, external, candidate, champion_name)
+        passed = decision.passed and all(r["passed"] for r in more)
+        decision = GateDecision(passed, [*decision.rules, *more])
 
     where = Path(data_uri).name
     shared_plots, model_plots = task.plots(card, curves, results, decisions, out_dir, where)
@@ -285,6 +301,15 @@ def evaluate_models(
         "shared_plots": [str(p) for p in shared_plots],
         "seconds": round(time.perf_counter() - t0, 2),
     }
+    if external:
+        report["external"] = external
+    if card.framing.category == "binary":
+        from mlsd_ray.evaluate.calibration import calibration_summary
+
+        report["calibration"] = {
+            name: calibration_summary(workdir.model_dir(name), frames[name], curves[name][1])
+            for name in results
+        }
     report["model_card"] = str(
         write_model_card(
             card, report, candidate, workdir.model_dir(candidate), out_dir / "model_card.md"

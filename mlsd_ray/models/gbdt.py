@@ -179,7 +179,7 @@ class _GBDT(Model):
     ) -> Self:
         """Fit in this process; early stopping on (X_val, y_val) when given."""
         y = np.asarray(y)
-        self.pre_ = TabularPreprocessor.from_params(self.params).fit(X)
+        self.pre_ = TabularPreprocessor.from_params(self.params, keep_nan=True).fit(X)
         self.n_classes_ = n_classes_of(self.settings["category"], y)
         val = None
         if X_val is not None and y_val is not None and len(X_val):

@@ -111,6 +111,7 @@ KINDS: dict[str, Kind] = {
             "vocabulary.json, weights.safetensors (idf, coef), model.json",
             inputs="text",
             in_task=True,
+            tuning=True,  # train/spaces.py holds its search space
         ),
         Kind(
             "logreg",
@@ -120,6 +121,7 @@ KINDS: dict[str, Kind] = {
             "preprocessor.json, weights.safetensors, model.json",
             in_task=True,
             ensemble_member=True,
+            tuning=True,  # train/spaces.py holds its search space
         ),
         Kind(
             "transformer",
@@ -169,6 +171,7 @@ KINDS: dict[str, Kind] = {
             "preprocessor.json, weights.safetensors",
             tasks=frozenset({"regression"}),
             in_task=True,
+            tuning=True,  # train/spaces.py holds its search space
         ),
         Kind(
             "xgboost",
@@ -179,6 +182,7 @@ KINDS: dict[str, Kind] = {
             tasks=ALL_TASKS,
             trainer_options=RAY_TRAIN_OPTIONS,
             ensemble_member=True,
+            tuning=True,  # train/spaces.py holds its search space
         ),
         Kind(
             "lightgbm",
@@ -189,6 +193,7 @@ KINDS: dict[str, Kind] = {
             tasks=ALL_TASKS,
             trainer_options=RAY_TRAIN_OPTIONS,
             ensemble_member=True,
+            tuning=True,  # train/spaces.py holds its search space
         ),
         Kind(
             "bagging",

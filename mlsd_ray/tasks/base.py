@@ -36,6 +36,8 @@ class Task(ABC):
     uses_threshold: ClassVar[bool] = False
     #: Paired bootstrap intervals of the gate metric exist for this task.
     has_intervals: ClassVar[bool] = False
+    #: Scores are probabilities that a calibration map (fitted on validation) can correct.
+    calibrates: ClassVar[bool] = False
 
     # -- answers --------------------------------------------------------------------------
     @abstractmethod

@@ -23,6 +23,7 @@ class BinaryTask(Task):
     )
     uses_threshold = True
     has_intervals = True
+    calibrates = True
 
     def answer(self, model: Any, frame: pd.DataFrame) -> np.ndarray:
         return np.asarray(model.predict_proba(frame))[:, 1]

@@ -86,9 +86,11 @@ def tune_spec(
     """Run the spec's search; log it to MLflow (parent + child runs); write the report."""
     from mlsd_ray import registry
     from mlsd_ray.models.mlp import TabularMLP
+    from mlsd_ray.train.spaces import resolve
     from mlsd_ray.train.tune import run_tuning, write_tuning_report
 
     assert spec.tuning is not None
+    tuning = resolve(spec.tuning, spec.kind, card.framing.category)
     inputs = card.feature_names
     # The preprocessor is fit on the train rows only, once, and shared by all trials.
     data = TabularMLP(inputs, **params).prepare(
@@ -96,7 +98,7 @@ def tune_spec(
     )
     name = f"tune-{card.name}-{spec.name}-{stamp}"
     best, trials = run_tuning(
-        spec.tuning,
+        tuning,
         params,
         data,
         workdir.ray_results_uri,
@@ -104,14 +106,14 @@ def tune_spec(
         where=f"models.{spec.name}.tuning",
     )
     folder = workdir.reports / "tuning" / spec.name
-    paths = write_tuning_report(trials, spec.tuning, folder, spec.name)
+    paths = write_tuning_report(trials, tuning, folder, spec.name)
     winner = next(t for t in trials if t.get("is_best"))
     parent = registry.log_tuning(
         card,
         workdir,
         run_name=name,
-        params={"model": spec.name, "tuning": spec.tuning.model_dump(mode="json"), "best": best},
-        metrics={f"best_{spec.tuning.metric}": winner["best"], "trials": len(trials)},
+        params={"model": spec.name, "tuning": tuning.model_dump(mode="json"), "best": best},
+        metrics={f"best_{tuning.metric}": winner["best"], "trials": len(trials)},
         trials=trials,
         artifacts=paths,
     )
@@ -119,7 +121,7 @@ def tune_spec(
         "parent_run_id": parent,
         "best_config": best,
         "best": winner["best"],
-        "metric": spec.tuning.metric,
+        "metric": tuning.metric,
         "trials": len(trials),
         "stopped_early": sum(t["status"] == "stopped_early" for t in trials),
         "report": str(folder / "trials.md"),

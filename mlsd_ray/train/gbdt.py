@@ -202,7 +202,7 @@ def train_gbdt(
         raise ModelError(f"train_gbdt got kind {kind!r}.", fix="use xgboost or lightgbm")
     settings = check_params(params)
     y = train[LABEL].to_numpy()
-    pre = TabularPreprocessor.from_params(params).fit(train[inputs])
+    pre = TabularPreprocessor.from_params(params, keep_nan=True).fit(train[inputs])
     n_classes = n_classes_of(settings["category"], y)
     spw = pos_weight(settings, y)
     datasets = {

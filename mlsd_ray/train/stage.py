@@ -23,9 +23,11 @@ from mlsd_ray.data.layout import read_split
 from mlsd_ray.errors import CardError, DataError
 from mlsd_ray.models.kinds import get_kind
 from mlsd_ray.models.package import InputSchema, ModelManifest, save_package
+from mlsd_ray.models.selection import save_scores
 from mlsd_ray.settings import Workdir
 from mlsd_ray.spec import DesignCard, ModelSpec
 from mlsd_ray.tasks import Decision, get_task
+from mlsd_ray.train.refit import REFIT_KINDS, refit
 from mlsd_ray.train.trainers import Fitted, kind_params
 
 log = logging.getLogger(__name__)
@@ -100,6 +102,10 @@ def train_models(card: DesignCard, workdir: Workdir, only: list[str] | None = No
         "training %s on %d train / %d validation rows", [s.name for s in specs], *rows.values()
     )
 
+    # `tuning:` on a kind other than the mlp: search first, then train the best params like any
+    # spec (the mlp tunes inside its own trainer, per epoch).
+    specs, tuned = tune_specs(specs, card, train, val, workdir)
+
     # One loop over the card's models, each through its kind's trainer. Kinds fitted in a Ray
     # task go first, so they overlap with the driver-run trainers (Ray Train, Tune, fan-outs).
     task = get_task(card.framing.category)
@@ -130,10 +136,23 @@ def train_models(card: DesignCard, workdir: Workdir, only: list[str] | None = No
     for spec in specs:
         fit = fitted[spec.name]
         model, params, seconds = fit.model, fit.params, fit.seconds
+        extra = dict(fit.extra)
+        if spec.name in tuned:
+            extra["tuning"] = tuned[spec.name]
+        y_val, scores = val[LABEL].to_numpy(), task.answer(model, val[inputs])
+        calibrator = None
+        if task.calibrates:  # a calibration map fitted on validation, shipped in the package
+            from mlsd_ray.train.calibrate import calibrate_validation
+
+            calibrator, scores, extra = calibrate_validation(card, spec, scores, val, extra)
         # Every gate metric on validation, so evaluation can rank models before test.
-        validation = task.metrics(val[LABEL].to_numpy(), task.answer(model, val[inputs]), decision)
+        validation = task.metrics(y_val, scores, decision)
         auc = task.headline(validation)
-        extra = {**fit.extra, "validation": validation}
+        extra["validation"] = validation
+        selection = None
+        if card.models.refit and spec.kind in REFIT_KINDS:  # validation figures stay those above
+            selection = scores  # the selection model's (calibrated) scores, out of sample
+            model, params, extra["refit"] = refit(spec.kind, inputs, params, model, train, val)
         metadata = {
             "card": card.name,
             "dataset_version": data_version,
@@ -148,6 +167,10 @@ def train_models(card: DesignCard, workdir: Workdir, only: list[str] | None = No
         folder = save_package(
             model, workdir.model_dir(spec.name), _manifest(spec, card, params, metadata)
         )
+        if calibrator is not None:  # applied by every Predictor of the package
+            calibrator.save(folder)
+        if selection is not None:
+            save_scores(folder, val[LABEL].to_numpy(), selection)
         summary["models"][spec.name] = {
             "kind": spec.kind,
             "dir": str(folder),
@@ -155,7 +178,7 @@ def train_models(card: DesignCard, workdir: Workdir, only: list[str] | None = No
             "validation_roc_auc": auc,
             "rows": rows,
         }
-        for key in ("validation", "learning_curve", "tuning"):
+        for key in ("validation", "learning_curve", "tuning", "calibration", "refit"):
             if key in extra:
                 summary["models"][spec.name][key] = extra[key]
         log.info("%s (%s): validation ROC-AUC %s in %.1f s", spec.name, spec.kind, auc, seconds)
@@ -170,6 +193,28 @@ def train_models(card: DesignCard, workdir: Workdir, only: list[str] | None = No
     path.write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
     log.info("wrote %s", path)
     return summary
+
+
+def tune_specs(
+    specs: list[ModelSpec],
+    card: DesignCard,
+    train: pd.DataFrame,
+    val: pd.DataFrame,
+    workdir: Workdir,
+) -> tuple[list[ModelSpec], dict[str, dict[str, Any]]]:
+    """(the specs, tuned ones with their best params and no tuning left; tuning info by name).
+    The mlp tunes inside `train.deep.fit_deep` (per epoch, with its own trials)."""
+    out, info = [], {}
+    for spec in specs:
+        if spec.tuning is None or spec.kind == "mlp":
+            out.append(spec)
+            continue
+        from mlsd_ray.train.tune_kinds import tune_params
+
+        params = kind_params(spec, card)
+        best, info[spec.name] = tune_params(spec, params, card, train, val, workdir)
+        out.append(spec.model_copy(update={"params": best, "tuning": None}))
+    return out, info
 
 
 def _json_default(value: Any) -> Any:

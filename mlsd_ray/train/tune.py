@@ -1,8 +1,10 @@
-"""Hyperparameter search for kind ``mlp`` with Ray Tune: Optuna proposes, ASHA stops early.
+"""Hyperparameter search with Ray Tune: Optuna proposes, ASHA stops early.
 
-Each trial trains in its own Tune worker (1 CPU) with the same `fit_net` loop as everything
-else and reports after every epoch, so ASHA can stop a trial whose validation loss trails at a
-rung (``grace_period``, then every ``reduction_factor``-fold more epochs up to ``max_t``).
+`run_search` drives any kind's trial function (`mlsd_ray.train.tune_kinds` has the GBDT and
+single-fit ones); `run_tuning` is the mlp's. An mlp trial trains in its own Tune worker
+(1 CPU) with the same `fit_net` loop as everything else and reports after every epoch, so
+ASHA can stop a trial whose validation loss trails at a rung (``grace_period``, then every
+``reduction_factor``-fold more epochs up to ``max_t``).
 The driver then records every trial as a child run of one MLflow parent run, writes the trial
 table (Markdown + JSON) and a PNG of the per-epoch metric, and returns the best configuration;
 the training stage retrains it on the train split and packages it like any other model.
@@ -23,20 +25,24 @@ from mlsd_ray.models.mlp import Arrays, MLPParams, build_net, fit_net, make_loss
 from mlsd_ray.spec import SearchDim, Tuning
 
 log = logging.getLogger(__name__)
-#: What every trial reports per epoch, so what ``tuning.metric`` may name.
+#: What every mlp trial reports per epoch, so what ``tuning.metric`` may name.
 REPORTED = ("val_loss", "train_loss")
+#: What a trial's history keeps per report.
+HISTORY_KEYS = ("epoch", "train_loss", "val_loss", "val_roc_auc")
 
 
-def search_space(space: dict[str, SearchDim], where: str) -> dict[str, Any]:
+def search_space(
+    space: dict[str, SearchDim], where: str, known: set[str] | None = None, kind: str = "mlp"
+) -> dict[str, Any]:
     """The card's space as Ray Tune domains (OptunaSearch converts them)."""
     from ray import tune
 
-    known = set(MLPParams.model_fields)
+    known = set(MLPParams.model_fields) if known is None else known
     out: dict[str, Any] = {}
     for name, dim in space.items():
         if name not in known:
             raise CardError(
-                f"{where}.space.{name}: not an mlp option.", fix=f"tune one of {sorted(known)}"
+                f"{where}.space.{name}: not an {kind} option.", fix=f"tune one of {sorted(known)}"
             )
         if dim.type == "choice":
             out[name] = tune.choice(list(dim.values or []))
@@ -73,12 +79,6 @@ def run_tuning(
     where: str,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(best sampled config, one row per trial with its per-epoch history)."""
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
-
-    from mlsd_ray.train.mlp import storage_args
-
     if tuning.metric not in REPORTED:
         raise CardError(
             f"{where}.metric: {tuning.metric!r} is not reported by the trials.",
@@ -87,9 +87,29 @@ def run_tuning(
     space = search_space(tuning.space, where)
     # Trials run in the Tune worker, one CPU each, for at most max_t epochs.
     trial_base = {**base, "epochs": tuning.max_t, "num_workers": 0, "cpus_per_worker": 1}
-    trainable = tune.with_resources(
-        tune.with_parameters(_trial, base=trial_base, data=data), {"cpu": 1}
-    )
+    return run_search(tuning, _trial, space, trial_base, data, storage_path, name, where)
+
+
+def run_search(
+    tuning: Tuning,
+    trial: Any,
+    space: dict[str, Any],
+    base: dict[str, Any],
+    data: Any,
+    storage_path: str,
+    name: str,
+    where: str,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Run ``trial(config, base=..., data=...)`` under Optuna + ASHA (``training_iteration`` =
+    reports so far); (best sampled config, one row per trial with its history)."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from mlsd_ray.train.mlp import storage_args
+
+    assert tuning.metric is not None and tuning.mode is not None  # spaces.resolve fills them
+    trainable = tune.with_resources(tune.with_parameters(trial, base=base, data=data), {"cpu": 1})
     tuner = tune.Tuner(
         trainable,
         param_space=space,
@@ -105,6 +125,7 @@ def run_tuning(
             ),
             num_samples=tuning.num_samples,
             max_concurrent_trials=tuning.max_concurrent_trials,
+            time_budget_s=tuning.time_budget_s,
             reuse_actors=True,  # a fresh process per trial re-imports torch (seconds each)
         ),
         run_config=tune.RunConfig(name=name, verbose=0, **storage_args(storage_path)),
@@ -115,10 +136,11 @@ def run_tuning(
         result = grid[i]
         frame = result.metrics_dataframe if result.metrics_dataframe is not None else pd.DataFrame()
         history = [
-            {k: _clean(row.get(k)) for k in ("epoch", "train_loss", "val_loss")}
+            {k: _clean(row.get(k)) for k in HISTORY_KEYS if k in row}
             for row in frame.to_dict(orient="records")
         ]
-        values = [h[tuning.metric] for h in history if h.get(tuning.metric) is not None]
+        metric = tuning.metric
+        values = [h[metric] for h in history if h.get(metric) is not None]
         best = (min if tuning.mode == "min" else max)(values) if values else None
         epochs = len(history)
         trials.append(

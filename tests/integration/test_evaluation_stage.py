@@ -124,3 +124,49 @@ def test_over_the_latency_budget_never_becomes_champion(evaluated) -> None:
     assert "latency_p99" in " ".join(report["gate"]["failed"]) or "budget" in result["summary"]
     champion = registry.get_alias(card, workdir, "champion")
     assert champion is not None and champion.version == registered["registered_version"]
+
+
+def test_report_shows_ece_before_and_after_calibration(evaluated) -> None:
+    _card, workdir, report, _ = evaluated
+    meta = read_manifest(workdir.model_dir("tfidf_logreg")).metadata["calibration"]
+    cal = report["calibration"]["tfidf_logreg"]
+    assert meta["requested"] == "auto" and cal["method"] == meta["chosen"]
+    assert cal["test_ece_after"] == pytest.approx(report["metrics"]["tfidf_logreg"]["ece"])
+    if cal["method"] == "none":
+        assert cal["test_ece_before"] == cal["test_ece_after"]
+    assert report["calibration"]["majority"]["method"] == "none"
+    markdown = (workdir.reports / "evaluation" / "report.md").read_text()
+    assert "## Calibration" in markdown and "| tfidf_logreg |" in markdown
+
+
+def test_external_sets_are_scored_beside_test_and_gate(
+    evaluated, shared_datasets: Path, tmp_path: Path
+) -> None:
+    """SMS Spam (spam = harmful) as an out-of-domain set: scored for every model and the
+    champion, reported, and a no-regression gate rule against the champion."""
+    card, workdir, _report, _registered = evaluated
+    sms = tmp_path / "sms.tsv"
+    lines = (shared_datasets / "harmful_content" / "sms_spam.tsv").read_text().splitlines()
+    sms.write_text("\n".join(lines[:400]) + "\n\n")  # a blank line: a row that is left out
+    external = (
+        f"evaluation.external=[{{name: sms, uri: '{sms}', rename: {{SMS: text, Label: label}}, "
+        "label_mapping: {ham: 0, spam: 1}, max_regression: 0.0}]"
+    )
+    again = pipeline.evaluate(load_card(CARD, [*OVERRIDES, external]), workdir)
+    result = again["external"]["sms"]
+    assert result["rows_ok"] == 399 and result["rows_in"] >= 399
+    champion = registry.get_alias(card, workdir, registry.CHAMPION)
+    expected = {"majority", "tfidf_logreg"} | (
+        {f"champion v{champion.version}"} if champion else set()
+    )
+    assert set(result["models"]) == expected
+    tfidf = result["models"]["tfidf_logreg"]
+    assert tfidf["n"] == 399 and 0.0 <= tfidf["roc_auc"] <= 1.0
+    assert tfidf["intervals"]["roc_auc"][0] <= tfidf["roc_auc"] <= tfidf["intervals"]["roc_auc"][1]
+    rules = {r["rule"]: r for r in again["gate"]["rules"]}
+    if champion is not None:  # the same model, the same rows: no regression
+        candidate = result["models"][again["candidate"]]["roc_auc"]
+        champ = result["models"][f"champion v{champion.version}"]["roc_auc"]
+        assert rules["external:sms"]["passed"] == (candidate >= champ)
+    markdown = (workdir.reports / "evaluation" / "report.md").read_text()
+    assert "## External set: sms" in markdown
