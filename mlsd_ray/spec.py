@@ -29,6 +29,8 @@ ModelKind = Literal[KIND_NAMES]  # type: ignore[valid-type]
 #: Recommendation systems (``category: ranking``, mlsd_ray.recsys); their settings live in the
 #: card's ``ranking:`` section, not in the table of kinds.
 RankingKind = Literal[RANKING_KINDS]  # type: ignore[valid-type]
+#: One Literal (not a union), so a wrong kind gets one error listing every kind.
+AnyKind = Literal[KIND_NAMES + RANKING_KINDS]  # type: ignore[valid-type]
 
 
 class _Strict(BaseModel):
@@ -442,7 +444,7 @@ class Tuning(_Strict):
 
 class ModelSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
-    kind: ModelKind | RankingKind
+    kind: AnyKind
     #: kind-specific options (e.g. tfidf max_features, C).
     params: dict[str, Any] = Field(default_factory=dict)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)

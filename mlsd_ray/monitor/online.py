@@ -63,7 +63,9 @@ def join_feedback(log: pd.DataFrame, feedback: pd.DataFrame) -> pd.DataFrame:
 
 
 def _one(metric: OnlineMetric, rows: pd.DataFrame, threshold: float) -> dict[str, Any]:
-    col = metric.column if metric.column in rows.columns else f"feedback_{metric.column}"
+    # Feedback wins over a log column of the same name (the log has its own ``label``).
+    renamed = f"feedback_{metric.column}"
+    col = renamed if renamed in rows.columns else metric.column
     if col not in rows.columns:
         raise DataError(
             f"evaluation.online_metrics.{metric.name}: feedback has no column {metric.column!r}.",

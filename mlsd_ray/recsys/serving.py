@@ -36,8 +36,8 @@ from mlsd_ray.recsys.features import OnlineStore, counts
 
 log = logging.getLogger(__name__)
 rec_api = FastAPI(title="mlsd-ray recommender", description="POST /recommend -> top-k items")
-LOG_FIELDS = {"user_id": "string", "item_id": "string", "position": "int", "arm": "string",
-              "context": "string"}  # fmt: skip
+#: The A/B arm goes into the log's own ``arm`` column (PredictionLogger.log(arm=...)).
+LOG_FIELDS = {"user_id": "string", "item_id": "string", "position": "int", "context": "string"}
 
 
 class RecommendBody(BaseModel):
@@ -164,11 +164,10 @@ class RecIngress:
         if self.logger is not None and items:
             context = json.dumps(body.context, sort_keys=True)
             rows = [
-                {"user_id": user, "item_id": i, "position": p, "arm": arm.name if arm else "",
-                 "context": context}
+                {"user_id": user, "item_id": i, "position": p, "context": context}
                 for p, i in enumerate(items)
-            ]  # fmt: skip
-            self.logger.log(rid, rows, scores, self.version)
+            ]
+            self.logger.log(rid, rows, scores, self.version, arm=arm.name if arm else "")
         return JSONResponse(
             {
                 "request_id": rid,

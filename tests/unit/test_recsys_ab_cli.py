@@ -45,9 +45,9 @@ def test_mlsd_ab_reports_the_planted_effect(tmp_path) -> None:
             user = str(r % 700)
             arm = assign(user, test)
             rid = f"r{r}"
-            rows = [{"user_id": user, "item_id": str(i), "position": i, "arm": arm.name,
-                     "context": "{}"} for i in range(3)]  # fmt: skip
-            logger.log(rid, rows, [1.0, 0.5, 0.2], "v1")
+            rows = [{"user_id": user, "item_id": str(i), "position": i, "context": "{}"}
+                    for i in range(3)]  # fmt: skip
+            logger.log(rid, rows, [1.0, 0.5, 0.2], "v1", arm=arm.name)
             for i in range(3):
                 p = 0.08 + (0.04 if arm.name == "ranker" else 0.0)
                 if rng.random() < p:

@@ -39,7 +39,7 @@ def test_resolve_fills_space_metric_and_mode(kind, category, metric, mode) -> No
 
 
 def test_untunable_kinds_and_unknown_params_are_refused() -> None:
-    with pytest.raises(ValueError, match="not supported for kind 'stacking'"):
+    with pytest.raises(ValueError, match=r"tuning is supported for kinds .*, not 'stacking'"):
         ModelSpec.model_validate({"name": "s", "kind": "stacking", "tuning": {}})
     ModelSpec.model_validate({"name": "x", "kind": "xgboost", "tuning": {}})
     space = resolve(Tuning(), "logreg", "binary").space
