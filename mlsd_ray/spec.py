@@ -778,6 +778,10 @@ class Ensemble(_Strict):
 
     @model_validator(mode="after")
     def _weights(self) -> Ensemble:
+        if len(self.members) == 1:
+            raise ValueError("members: an ensemble needs at least two members (or none)")
+        if len(set(self.members)) != len(self.members):
+            raise ValueError(f"members: {self.members} names a member twice")
         if self.weights is not None and len(self.weights) != len(self.members):
             raise ValueError(
                 f"weights has {len(self.weights)} items for {len(self.members)} members"
@@ -964,6 +968,32 @@ class DesignCard(_Strict):
     storage: Storage = Field(default_factory=Storage)  # spec_cluster.py: workdir URI, tracking
     #: Recommendation settings (``framing.category: ranking``; mlsd_ray.ranking_card).
     ranking: RankingSpec | None = None
+
+    @model_validator(mode="after")
+    def _ensemble_fits_task(self) -> DesignCard:
+        if self.deployment.ensemble.members and self.framing.category != "binary":
+            raise ValueError(
+                "deployment.ensemble: members' probabilities are combined for binary cards only; "
+                f"this card is {self.framing.category!r} (remove deployment.ensemble.members)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _behaviour_suite_loads(self) -> DesignCard:
+        """The behaviour suite file is part of the card: its tests are checked when it loads.
+        A path that is not there (yet: a card copied without its suite) is reported by the
+        evaluation stage, which reads it."""
+        if self.evaluation.behaviour is not None and Path(self.evaluation.behaviour).is_file():
+            from mlsd_ray.behaviour_suite import load_suite
+            from mlsd_ray.errors import CardError as _CardError
+
+            try:
+                load_suite(self.evaluation.behaviour)
+            except _CardError as err:
+                text = str(err)
+                prefix = "" if text.startswith("evaluation.behaviour") else "evaluation.behaviour: "
+                raise ValueError(prefix + text) from None
+        return self
 
     @model_validator(mode="after")
     def _inference_needs_a_transformer(self) -> DesignCard:

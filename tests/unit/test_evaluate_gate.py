@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlsd_ray.evaluate.behaviour import Perturbation, load_suite, run_suite
+from mlsd_ray.behaviour_suite import Perturbation, load_suite
+from mlsd_ray.evaluate.behaviour import run_suite
 from mlsd_ray.evaluate.gate import Evidence, decide
 from mlsd_ray.evaluate.latency import measure_latency
 from mlsd_ray.models.package import InputSchema, ModelManifest, save_package

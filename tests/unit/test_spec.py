@@ -144,3 +144,21 @@ def test_source_format_inferred_or_explained() -> None:
         _ = card.data.sources[0].resolved_format
     raw["data"]["sources"][0]["uri"] = "s3://b/part.jsonl"
     assert card_from_dict(raw).data.sources[0].resolved_format == "json"
+
+
+def test_behaviour_suite_and_ensemble_are_checked_when_the_card_loads(tmp_path: Path) -> None:
+    """A broken behaviour suite or an impossible ensemble fails at load, not in a stage."""
+    raw = raw_card()
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        yaml.safe_dump({"tests": [{"name": "t", "type": "invariance", "texts": ["x"]}]})
+    )
+    raw.setdefault("evaluation", {})["behaviour"] = str(suite)
+    with pytest.raises(CardError, match="invariance needs `perturb`"):
+        card_from_dict(raw, base_dir=tmp_path)
+    raw["evaluation"].pop("behaviour")
+    raw["deployment"]["ensemble"] = {"members": ["only_one"]}
+    with pytest.raises(CardError, match="at least two members"):
+        card_from_dict(raw, base_dir=tmp_path)
+    raw["deployment"]["ensemble"] = {"members": ["a", "b"]}
+    assert card_from_dict(raw, base_dir=tmp_path).deployment.ensemble.members == ["a", "b"]
