@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from mlsd_ray.errors import CardError, ModelError
 from mlsd_ray.models.cnn import WEIGHTS, CNNParams, ImageCNN, build_cnn
@@ -29,7 +29,7 @@ from mlsd_ray.models.mlp import Arrays, fit_net, make_loss, reference_loss
 from mlsd_ray.settings import Workdir
 from mlsd_ray.spec import DesignCard, ModelSpec
 from mlsd_ray.train.metrics import roc_auc
-from mlsd_ray.train.mlp import storage_args
+from mlsd_ray.train.mlp import run_trainer
 
 log = logging.getLogger(__name__)
 LABEL = "label"
@@ -99,34 +99,6 @@ def train_worker(config: dict[str, Any]) -> None:
     fit_net(model, make_loss(loop, data.y), data, loop, on_epoch, rank=rank, world=world)
 
 
-def run_trainer(
-    p: CNNParams, data: Arrays, name: str, storage_path: str
-) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
-    """(best weights, history) from a TorchTrainer run."""
-    import ray
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    result = TorchTrainer(
-        train_worker,
-        train_loop_config={"params": p.model_dump(), "data": ray.put(data)},
-        scaling_config=ScalingConfig(
-            num_workers=p.num_workers, resources_per_worker={"CPU": p.cpus_per_worker}
-        ),
-        run_config=RunConfig(name=name, **storage_args(storage_path)),
-    ).fit()
-    if result.checkpoint is None:
-        raise ModelError(
-            f"Ray Train run {name!r} finished without a checkpoint.",
-            why="the training split produced no batches, or the worker failed",
-            fix="check that the train split is not empty and see the worker logs above",
-        )
-    with result.checkpoint.as_directory() as folder:
-        state = load_file(str(Path(folder) / WEIGHTS))
-        history = json.loads((Path(folder) / HISTORY).read_text())
-    return state, history
-
-
 def train_cnn(
     inputs: list[str],
     params: dict[str, Any],
@@ -146,7 +118,7 @@ def train_cnn(
         model.fit(train[inputs], y, val[inputs], y_val)
     else:
         data = model.prepare(train[inputs], y, val[inputs], y_val)
-        state, history = run_trainer(p, data, name, storage_path)
+        state, history, _ = run_trainer(p, data, name, storage_path, worker=train_worker)
         net = build_cnn(p)
         net.load_state_dict(state)
         model.set_fitted(net, history, reference_loss(make_loss(p.loop(), data.y), data, p.loop()))

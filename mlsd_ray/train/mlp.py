@@ -15,8 +15,9 @@ import json
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -34,6 +35,9 @@ from mlsd_ray.models.mlp import (
     make_loss,
     reference_loss,
 )
+
+if TYPE_CHECKING:
+    from mlsd_ray.models.cnn import CNNParams
 
 log = logging.getLogger(__name__)
 LABEL = "label"
@@ -81,15 +85,20 @@ def storage_args(storage_path: str) -> dict[str, Any]:
 
 
 def run_trainer(
-    p: MLPParams, data: Arrays, name: str, storage_path: str
+    p: MLPParams | CNNParams,
+    data: Arrays,
+    name: str,
+    storage_path: str,
+    worker: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]], dict[str, Any]]:
-    """(best weights, history, last metrics) from a TorchTrainer run."""
+    """(best weights, history, last metrics) from a TorchTrainer run of ``worker`` (the mlp's
+    ``train_worker`` by default; the cnn brings its own, with the same checkpoint files)."""
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     result = TorchTrainer(
-        train_worker,
+        worker or train_worker,
         train_loop_config={"params": p.model_dump(), "data": ray.put(data)},
         scaling_config=ScalingConfig(
             num_workers=p.num_workers, resources_per_worker={"CPU": p.cpus_per_worker}
