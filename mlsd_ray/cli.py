@@ -71,8 +71,10 @@ def _options(
 def _setup(
     card_path: Path, workdir: Path, overrides: list[str] | None
 ) -> tuple[DesignCard, Workdir]:
-    w = Workdir.of(workdir)
-    console.setup(w.root, _verbosity or int(os.environ.get("MLSD_VERBOSITY", "0")))
+    verbosity = _verbosity or int(os.environ.get("MLSD_VERBOSITY", "0"))
+    given = Workdir.of(workdir)
+    if not given.remote:  # the log file from the first line on (a card error lands there too)
+        console.setup(given.root, verbosity)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -82,6 +84,8 @@ def _setup(
     from mlsd_ray.workspace import open_for_command
 
     open_for_command(w)  # an s3:// workdir: checked, mirrored, published at exit
+    if w.remote:  # only now: nothing is written for a bucket that failed its checks
+        console.setup(w.root, verbosity)
     return c, w
 
 
