@@ -74,6 +74,9 @@ def prune(output_uri: str, keep: int, protected: set[str]) -> list[str]:
     pointer = current(output_uri)
     spare = set(protected) | ({pointer["dataset_version"]} if pointer else set())
     versions = list_versions(output_uri)
+    if pointer:  # same clock second: CURRENT, written last, is the newer (a rollback is not)
+        now = pointer["dataset_version"]
+        versions.sort(key=lambda v: (v["created_at"], v["dataset_version"] == now))
     recent = {v["dataset_version"] for v in versions[-keep:]}
     deleted = []
     for v in versions:

@@ -30,6 +30,7 @@ def ray_head(tmp_path: Path):
     env.pop("RAY_ADDRESS", None)
     port, dash = free_port(), free_port()
     temp = Path("/tmp") / f"rayjob{port}"  # short: Ray's socket paths have a length limit
+    head_log = tmp_path / "ray_head.log"
     head = subprocess.Popen(
         [
             str(bin_dir / "ray"),
@@ -45,15 +46,16 @@ def ray_head(tmp_path: Path):
             "--disable-usage-stats",
         ],
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=head_log.open("w"),
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     address = f"http://127.0.0.1:{dash}"
     auth = Path.home() / ".ray" / "auth_token"
     client_env = dict(env)
-    deadline = time.time() + 90
-    while time.time() < deadline:
+    tried = ""
+    deadline = time.time() + 240  # a loaded 2-core machine can take minutes to start a head
+    while time.time() < deadline and head.poll() is None:
         if auth.exists():
             client_env["RAY_AUTH_MODE"] = "token"  # Ray 2.60 heads turn on token auth
         ok = subprocess.run(
@@ -64,10 +66,15 @@ def ray_head(tmp_path: Path):
         )
         if ok.returncode == 0:
             break
+        tried = ok.stderr
         time.sleep(2)
     else:
-        head.terminate()
-        pytest.fail(f"ray head did not come up: {ok.stderr[-2000:]}")
+        if head.poll() is None:
+            os.killpg(head.pid, 9)
+        pytest.fail(
+            f"ray head did not come up (exit {head.poll()}): {tried[-1500:]}\n"
+            f"head output: {head_log.read_text()[-1500:]}"
+        )
     yield address, client_env, temp
     os.killpg(head.pid, 15)
     try:
@@ -98,6 +105,7 @@ def test_pipeline_job_runs_on_a_submitted_cluster(ray_head, tmp_path: Path) -> N
     ]
     for o in fast_overrides():
         cmd += ["--set", o]
+    tried = ""
     deadline = time.time() + 240
     while True:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)

@@ -79,7 +79,8 @@ def test_versions_stay_prune_spares_registered_and_lineage(
 
     third = pipeline.etl(card_for(3, keep=1), workdir)
     v3 = third["dataset_version"]
-    assert third["data_versions"]["pruned"] == [v2]  # v1 is registered, v3 is current
+    # v1 is registered, v3 is current
+    assert third["data_versions"]["pruned"] == [v2], third["data_versions"]
     assert v1 in third["data_versions"]["protected"]
     assert {v["dataset_version"] for v in dv.list_versions(out)} == {v1, v3}
     assert (Path(out) / "versions" / v1 / "train").is_dir()
