@@ -105,7 +105,6 @@ def test_pipeline_job_runs_on_a_submitted_cluster(ray_head, tmp_path: Path) -> N
     ]
     for o in fast_overrides():
         cmd += ["--set", o]
-    tried = ""
     deadline = time.time() + 240
     while True:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
