@@ -15,7 +15,7 @@ At concurrency 1, 8, 32 and 64, in one run (so the ratios hold under the same lo
 (f) ``plain_<path>`` (c) on the same fast path: the fair peer of (d).
 
 A single-model card is served as one deployment (HTTP edge and batched model in one replica,
-``mlsd_ray.serve.single``), behind Serve's default proxy.
+``mlsd_ray.serve.single``), behind Serve's default proxy, or ``--proxy haproxy|direct``.
 
 Every HTTP request carries one tweet (Davidson dev when present) and goes to 127.0.0.1 only.
 Each level sends at most ``--requests`` requests and stops after ``--max-seconds`` whatever the
@@ -409,6 +409,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--levels", default=",".join(map(str, LEVELS)), help="client counts, e.g. 1,8,32,64"
     )
+    parser.add_argument(
+        "--proxy",
+        choices=("default", "haproxy", "direct"),
+        default="default",
+        help="deployment.proxy of (b) and (d): Serve's Python proxy, HAProxy or direct ingress",
+    )
     parser.add_argument("--plain-server", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     LEVELS = tuple(int(x) for x in args.levels.split(","))
@@ -441,6 +447,16 @@ def main(argv: list[str] | None = None) -> None:
     import ray
     from ray import serve
 
+    proxy_overrides = [
+        f"deployment.proxy={args.proxy}",
+        f"deployment.haproxy.stats_port={free_port()}",
+        f"deployment.haproxy.metrics_port={free_port()}",
+    ]
+    if args.proxy != "default":  # fixed when Ray starts: its variables go in before
+        from mlsd_ray.serve import proxy
+        from mlsd_ray.spec import load_card
+
+        proxy.prepare(load_card(CARD, overrides=proxy_overrides))
     start_ray()  # first: on a loaded machine Ray's start is what fails, so fail early
     log.info("(a) raw torch in this process")
     raw = raw_torch(model_dir, texts, args.max_seconds / 4)
@@ -469,6 +485,7 @@ def main(argv: list[str] | None = None) -> None:
         f"deployment.autoscaling.max_replicas={args.replicas}",
         f"deployment.num_cpus_per_replica={2 / args.replicas}",
         f"deployment.port={port}",
+        *proxy_overrides,
     ]
     if args.max_batch_size:
         overrides.append(f"deployment.batching.max_batch_size={args.max_batch_size}")
@@ -505,6 +522,7 @@ def main(argv: list[str] | None = None) -> None:
         "command": " ".join(["bench/serve.py", *(argv if argv is not None else sys.argv[1:])]),
         "machine": {"cpus": os.cpu_count(), "platform": sys.platform},
         "ray_worker_niceness": os.environ.get("RAY_worker_niceness"),  # noqa: SIM112
+        "proxy": args.proxy,
         "card_latency_p99_ms": p99_target,
         "raw": {k: v for k, v in raw.items() if k != "levels"},
         "raw_optimised": {k: v for k, v in raw_opt.items() if k != "levels"},
