@@ -8,6 +8,7 @@ Each stage reads what the previous one wrote into the workdir (or object store) 
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import time
@@ -19,9 +20,20 @@ from mlsd_ray.evaluate.report import write_markdown
 from mlsd_ray.models.package import read_manifest
 from mlsd_ray.settings import Workdir
 from mlsd_ray.spec import DesignCard
+from mlsd_ray.tasks import get_task
 from mlsd_ray.workspace import push, synced
 
 log = logging.getLogger(__name__)
+
+
+def _own_stage(card: DesignCard, stage: str) -> Any:
+    """The card's task's own function for ``stage`` (ranking runs mlsd_ray.recsys.stage), or
+    None where the row-level stage below applies."""
+    target = get_task(card.framing.category).own_stages.get(stage)
+    if target is None:
+        return None
+    module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 @synced("etl")  # a remote workdir: check, mirror, publish
@@ -29,10 +41,8 @@ def etl(card: DesignCard, workdir: Workdir) -> dict[str, Any]:
     from mlsd_ray.data.etl import run_etl
     from mlsd_ray.lineage import prune_data_versions
 
-    if card.framing.category == "ranking":  # recommendation: mlsd_ray.recsys.stage
-        from mlsd_ray.recsys.stage import etl_ranking
-
-        return etl_ranking(card, workdir)
+    if own := _own_stage(card, "etl"):  # recommendation: mlsd_ray.recsys.stage
+        return own(card, workdir)  # type: ignore[no-any-return]
 
     summary = run_etl(card, workdir)
     out = summary.model_dump() if hasattr(summary, "model_dump") else dict(summary)
@@ -44,10 +54,8 @@ def etl(card: DesignCard, workdir: Workdir) -> dict[str, Any]:
 def train(card: DesignCard, workdir: Workdir, only: list[str] | None = None) -> dict[str, Any]:
     from mlsd_ray.train.stage import train_models
 
-    if card.framing.category == "ranking":
-        from mlsd_ray.recsys.stage import train_ranking
-
-        return train_ranking(card, workdir)
+    if own := _own_stage(card, "train"):
+        return own(card, workdir)  # type: ignore[no-any-return]
 
     return train_models(card, workdir, only=only)
 
@@ -56,10 +64,8 @@ def train(card: DesignCard, workdir: Workdir, only: list[str] | None = None) -> 
 def evaluate(card: DesignCard, workdir: Workdir) -> dict[str, Any]:
     from mlsd_ray.evaluate.stage import evaluate_models
 
-    if card.framing.category == "ranking":
-        from mlsd_ray.recsys.stage import evaluate_ranking
-
-        return evaluate_ranking(card, workdir)
+    if own := _own_stage(card, "evaluate"):
+        return own(card, workdir)  # type: ignore[no-any-return]
 
     return evaluate_models(card, workdir)
 
@@ -137,12 +143,7 @@ def register(
     }
     report["promotion"] = result
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
-    if card.framing.category == "ranking":
-        from mlsd_ray.recsys.stage import write_markdown as write_ranking_markdown
-
-        write_ranking_markdown(report, out_dir / "report.md")
-    else:
-        write_markdown(report, out_dir / "report.md")
+    (_own_stage(card, "register_markdown") or write_markdown)(report, out_dir / "report.md")
     storage.write_json(str(workdir.summary_path("register")), result)
     return result
 

@@ -303,7 +303,7 @@ def evaluate_models(
     }
     if external:
         report["external"] = external
-    if card.framing.category == "binary":
+    if get_task(card.framing.category).calibrates:
         from mlsd_ray.evaluate.calibration import calibration_summary
 
         report["calibration"] = {

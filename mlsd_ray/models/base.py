@@ -55,6 +55,11 @@ class Model(ABC):
     @abstractmethod
     def load(cls, path: Path, inputs: list[str], params: dict[str, Any]) -> Self: ...
 
+    def refit_params(self, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(params to fit the same configuration again on train + validation, what to record).
+        Kinds that stop early on validation fix what they chose (boosting rounds)."""
+        return dict(params), {}
+
     def set_fitted(self, *state: Any) -> Self:
         """Install learned state that a trainer computed outside ``fit`` (Ray Train workers
         boost or train on shards; the driver builds the model from their checkpoint). Kinds

@@ -149,6 +149,12 @@ class _GBDT(Model):
         self.settings = check_params(self.params)
         self.is_regressor = self.settings["category"] == "regression"
 
+    def refit_params(self, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """No rows are left to stop on: boost the rounds early stopping chose here."""
+        rounds = int(self.best_iteration_)
+        fixed = {k: v for k, v in params.items() if k != "num_boost_round"}
+        return {**fixed, "n_estimators": rounds, "early_stopping_rounds": 0}, {"rounds": rounds}
+
     # -- library hooks ---------------------------------------------------------------------
     def _boost(
         self,

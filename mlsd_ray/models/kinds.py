@@ -52,6 +52,13 @@ class Kind:
     warm_start: bool = False
     gpu: bool = False
     tuning: bool = False
+    #: How a tuning trial runs: one ``fit`` (one report), boosting ``rounds`` reported per
+    #: chunk, or ``epochs`` inside the kind's own trainer (ASHA can stop the last two early).
+    tune_by: Literal["fit", "rounds", "epochs"] = "fit"
+    #: ``models.refit`` fits it again on train + validation after selection.
+    refit: bool = False
+    #: A calibration map can be fitted on its scores (not on a constant score).
+    calibrate: bool = True
     fast_inference: bool = False
     ensemble_member: bool = False
 
@@ -102,6 +109,7 @@ KINDS: dict[str, Kind] = {
             inputs="any",
             in_task=True,
             ensemble_member=True,
+            calibrate=False,
         ),
         Kind(
             "tfidf_logreg",
@@ -122,6 +130,7 @@ KINDS: dict[str, Kind] = {
             in_task=True,
             ensemble_member=True,
             tuning=True,  # train/spaces.py holds its search space
+            refit=True,
         ),
         Kind(
             "transformer",
@@ -143,6 +152,7 @@ KINDS: dict[str, Kind] = {
             "preprocessor.json, weights.safetensors, model.json, learning_curve.json",
             tasks=ALL_TASKS,
             tuning=True,
+            tune_by="epochs",
             ensemble_member=True,
         ),
         Kind(
@@ -172,6 +182,7 @@ KINDS: dict[str, Kind] = {
             tasks=frozenset({"regression"}),
             in_task=True,
             tuning=True,  # train/spaces.py holds its search space
+            refit=True,
         ),
         Kind(
             "xgboost",
@@ -183,6 +194,8 @@ KINDS: dict[str, Kind] = {
             trainer_options=RAY_TRAIN_OPTIONS,
             ensemble_member=True,
             tuning=True,  # train/spaces.py holds its search space
+            tune_by="rounds",
+            refit=True,
         ),
         Kind(
             "lightgbm",
@@ -194,6 +207,8 @@ KINDS: dict[str, Kind] = {
             trainer_options=RAY_TRAIN_OPTIONS,
             ensemble_member=True,
             tuning=True,  # train/spaces.py holds its search space
+            tune_by="rounds",
+            refit=True,
         ),
         Kind(
             "bagging",

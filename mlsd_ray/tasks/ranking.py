@@ -5,7 +5,7 @@ per user (NDCG@k, MAP@k, recall@k, coverage); this entry gives the card its gate
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -23,6 +23,12 @@ class RankingTask(Task):
     name = "ranking"
     output_column = "score"
     gate_metrics = ("ndcg@10", "map@10", "recall@10", "recall@100", "coverage@10")
+    own_stages: ClassVar[dict[str, str]] = {
+        "etl": "mlsd_ray.recsys.stage:etl_ranking",
+        "train": "mlsd_ray.recsys.stage:train_ranking",
+        "evaluate": "mlsd_ray.recsys.stage:evaluate_ranking",
+        "register_markdown": "mlsd_ray.recsys.stage:write_markdown",
+    }
 
     def answer(self, model: Any, frame: pd.DataFrame) -> np.ndarray:
         raise _per_user()

@@ -16,6 +16,7 @@ import pandas as pd
 
 from mlsd_ray.errors import ModelError
 from mlsd_ray.models.calibration import METHODS, Calibrator
+from mlsd_ray.models.kinds import get_kind
 from mlsd_ray.spec import DesignCard, ModelSpec
 
 log = logging.getLogger(__name__)
@@ -78,10 +79,10 @@ def calibrate_validation(
     extra: dict[str, Any],
 ) -> tuple[Calibrator | None, np.ndarray, dict[str, Any]]:
     """(calibrator or None, the validation probabilities it gives, extra metadata with the
-    calibration report) for one binary model of the training stage. The majority baseline
-    has nothing to calibrate (one constant score)."""
+    calibration report) for one binary model of the training stage. Kinds of one constant
+    score (the majority baseline) have nothing to calibrate."""
     settings = card.models.calibration
-    if settings.method == "none" or spec.kind == "majority":
+    if settings.method == "none" or not get_kind(spec.kind).calibrate:
         return None, p_val, extra
     calibrator, report = choose(settings.method, p_val, val["label"].to_numpy(), settings.folds)
     extra = {**extra, "calibration": report}

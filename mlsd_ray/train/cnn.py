@@ -46,12 +46,6 @@ def cnn_params(spec: ModelSpec, card: DesignCard) -> dict[str, Any]:
             f"has {[(f.name, f.type) for f in card.framing.inputs]}.",
             fix="list one input with `type: image` in framing.inputs",
         )
-    if card.framing.category not in ("binary", "multiclass"):
-        raise CardError(
-            f"models.{spec.name}: kind cnn classifies; framing.category is "
-            f"{card.framing.category!r}.",
-            fix="use framing.category: binary or multiclass",
-        )
     opts = images[0].image
     assert opts is not None  # the card fills the defaults for type: image
     params = {

@@ -16,6 +16,7 @@ import pandas as pd
 
 from mlsd_ray.settings import Workdir
 from mlsd_ray.spec import DesignCard, ModelSpec
+from mlsd_ray.tasks import get_task
 
 log = logging.getLogger(__name__)
 LABEL = "label"
@@ -39,9 +40,7 @@ def deep_params(spec: ModelSpec, card: DesignCard) -> dict[str, Any]:
 
     params = tabular_defaults(spec.params, card)
     params["category"] = card.framing.category
-    params["n_classes"] = (
-        1 if card.framing.category == "regression" else len(card.framing.label.classes)
-    )
+    params["n_classes"] = get_task(card.framing.category).n_outputs(card.framing.label.classes)
     MLPParams.from_params(params, where=f"models.{spec.name}.params")
     return params
 

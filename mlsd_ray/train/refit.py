@@ -21,7 +21,6 @@ from mlsd_ray.models.base import Model, load_model_class
 
 log = logging.getLogger(__name__)
 LABEL = "label"
-REFIT_KINDS = ("logreg", "ridge", "xgboost", "lightgbm")
 
 
 def refit(
@@ -34,13 +33,8 @@ def refit(
 ) -> tuple[Model, dict[str, Any], dict[str, Any]]:
     """(the model fitted on train + validation, its params, what to record)."""
     both = pd.concat([train, val], ignore_index=True)
-    fixed = dict(params)
-    info: dict[str, Any] = {"rows": len(both)}
-    if kind in ("xgboost", "lightgbm"):
-        rounds = int(selected.best_iteration_)
-        fixed.pop("num_boost_round", None)
-        fixed.update(n_estimators=rounds, early_stopping_rounds=0)
-        info["rounds"] = rounds
+    fixed, info = selected.refit_params(params)
+    info = {"rows": len(both), **info}
     model = load_model_class(kind)(inputs, **fixed)
     model.fit(both[inputs], both[LABEL].to_numpy())
     log.info("refitted %s on %d rows: %s", kind, len(both), info)

@@ -9,6 +9,7 @@ weight); the number of rounds is not searched, early stopping on validation pick
 
 from __future__ import annotations
 
+from mlsd_ray.models.kinds import get_kind
 from mlsd_ray.spec import SearchDim, Tuning
 
 
@@ -35,16 +36,15 @@ SPACES: dict[str, dict[str, SearchDim]] = {
         "weight_decay": _dim(type="loguniform", low=1e-6, high=1e-3),
     },
 }
-#: Kinds whose trials report more than once (per boosting chunk, per epoch): ASHA can stop them.
-ITERATIVE = ("xgboost", "lightgbm", "mlp")
 
 
 def resolve(tuning: Tuning, kind: str, category: str) -> Tuning:
     """The card's tuning with the kind's space, metric and mode filled in where unset."""
     metric = tuning.metric
     if metric is None:
-        ranked = kind in ("xgboost", "lightgbm", "logreg", "tfidf_logreg")
-        metric = "val_roc_auc" if ranked and category == "binary" else "val_loss"
+        # Single fits and boosting trials report ROC-AUC on a binary card; epoch trials a loss.
+        ranked = get_kind(kind).tune_by != "epochs" and category == "binary"
+        metric = "val_roc_auc" if ranked else "val_loss"
     mode = tuning.mode or ("max" if metric == "val_roc_auc" else "min")
     space = tuning.space or SPACES.get(kind, {})
     return tuning.model_copy(update={"metric": metric, "mode": mode, "space": space})

@@ -27,7 +27,7 @@ from mlsd_ray.models.selection import save_scores
 from mlsd_ray.settings import Workdir
 from mlsd_ray.spec import DesignCard, ModelSpec
 from mlsd_ray.tasks import Decision, get_task
-from mlsd_ray.train.refit import REFIT_KINDS, refit
+from mlsd_ray.train.refit import refit
 from mlsd_ray.train.trainers import Fitted, kind_params
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ def train_models(card: DesignCard, workdir: Workdir, only: list[str] | None = No
         auc = task.headline(validation)
         extra["validation"] = validation
         selection = None
-        if card.models.refit and spec.kind in REFIT_KINDS:  # validation figures stay those above
+        if card.models.refit and kind.refit:  # validation figures stay those above
             selection = scores  # the selection model's (calibrated) scores, out of sample
             model, params, extra["refit"] = refit(spec.kind, inputs, params, model, train, val)
         metadata = {
@@ -203,10 +203,10 @@ def tune_specs(
     workdir: Workdir,
 ) -> tuple[list[ModelSpec], dict[str, dict[str, Any]]]:
     """(the specs, tuned ones with their best params and no tuning left; tuning info by name).
-    The mlp tunes inside `train.deep.fit_deep` (per epoch, with its own trials)."""
+    Kinds tuned by epoch (the mlp) tune inside their trainer (`train.deep.fit_deep`)."""
     out, info = [], {}
     for spec in specs:
-        if spec.tuning is None or spec.kind == "mlp":
+        if spec.tuning is None or get_kind(spec.kind).tune_by == "epochs":
             out.append(spec)
             continue
         from mlsd_ray.train.tune_kinds import tune_params

@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mlsd_ray.models.kinds import get_kind
 from mlsd_ray.settings import Workdir
 from mlsd_ray.spec import DesignCard, ModelSpec, Tuning
 
 log = logging.getLogger(__name__)
 LABEL = "label"
-GBDT = ("xgboost", "lightgbm")
 #: Params a single-fit kind's search space may name.
 SIMPLE_TUNABLE = {
     "logreg": {"C", "max_categories", "hash_buckets"},
@@ -136,7 +136,7 @@ def _search_inputs(
 ) -> tuple[Any, dict[str, Any], set[str]]:
     """(trial function, data for every trial, the params the space may name)."""
     inputs = card.feature_names
-    if spec.kind in GBDT:
+    if get_kind(spec.kind).tune_by == "rounds":
         from mlsd_ray.features import TabularPreprocessor
         from mlsd_ray.models.gbdt import KNOWN, check_params
 
@@ -171,7 +171,7 @@ def tune_params(
 
     assert spec.tuning is not None
     tuning = resolve(spec.tuning, spec.kind, card.framing.category)
-    if spec.kind not in GBDT:  # one fit, one report: nothing for ASHA to cut short
+    if get_kind(spec.kind).tune_by == "fit":  # one fit, one report: nothing for ASHA to cut short
         tuning = tuning.model_copy(update={"max_t": 1, "grace_period": 1})
     where = f"models.{spec.name}.tuning"
     started = time.perf_counter()

@@ -145,3 +145,11 @@ def test_kind_contract(
     loaded, read = load_package(folder)
     assert type(loaded) is type(model) and read.kind == kind
     np.testing.assert_array_equal(answers(loaded, task, X), got)
+
+    if KINDS[kind].refit:  # models.refit: the same configuration fits again on more rows
+        fixed, info = model.refit_params(model.params)
+        again = type(model)(list(X.columns), **fixed)
+        assert again.fit(X, y) is again
+        assert answers(again, task, X).shape == got.shape
+        if KINDS[kind].tune_by == "rounds":  # no validation rows left: rounds fixed
+            assert info["rounds"] == model.best_iteration_ == fixed["n_estimators"]
