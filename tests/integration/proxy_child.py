@@ -52,8 +52,9 @@ def main() -> None:
             "name=proxy_test",
             f"deployment.proxy={mode}",
             f"deployment.port={port}",
-            f"deployment.haproxy.stats_port={stats_port}",
-            f"deployment.haproxy.metrics_port={metrics_port}",
+            # "0": the card's default (a free port chosen when Ray starts)
+            *([f"deployment.haproxy.stats_port={stats_port}"] if stats_port != "0" else []),
+            *([f"deployment.haproxy.metrics_port={metrics_port}"] if metrics_port != "0" else []),
             "deployment.num_cpus_per_replica=0.25",
             "deployment.autoscaling.max_replicas=1",
         ],
@@ -88,11 +89,27 @@ def main() -> None:
             if c.status == psutil.CONN_LISTEN
         }
     )
+    # Every other listener of this process and the Ray it started, off loopback, except the
+    # replicas' inter-deployment gRPC socket on [::] (Ray's hard-coded bind; see
+    # test_s3_workdir's listener test, which names the same exception).
+    me = psutil.Process()
+    mine = {me.pid} | {c.pid for c in me.children(recursive=True)}
+    loopback = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
+    open_ = []
+    for c in psutil.net_connections(kind="inet"):
+        if c.status != psutil.CONN_LISTEN or c.pid not in mine or c.laddr.ip in loopback:
+            continue
+        try:
+            name = " ".join(psutil.Process(c.pid).cmdline())[:80]  # name() is cut at 15
+        except psutil.Error:
+            name = "?"
+        if not (name.startswith("ray::ServeReplica") and c.laddr.ip in ("::", "0.0.0.0")):
+            open_.append(f"{c.laddr.ip}:{c.laddr.port} {name}")
     serve.shutdown()
     ray.shutdown()
     proxy.cleanup()
     left = len(_our_haproxy(run_dir)) if run_dir else 0
-    out = {"status": status, "body": body, "listeners": listeners, "left": left}
+    out = {"status": status, "body": body, "listeners": listeners, "left": left, "open": open_}
     sys.stdout.write("RESULT " + json.dumps(out) + "\n")
 
 

@@ -56,3 +56,17 @@ def test_direct_ingress_answers(tmp_path):
     assert out["status"] == 200, out
     assert json.loads(out["body"])["labels"]
     assert out["listeners"] == [] and out["left"] == 0  # no haproxy in this mode
+
+
+def test_the_default_card_serves_through_haproxy_on_loopback(tmp_path):
+    """``proxy: auto`` (the default) with a Ray this process starts: HAProxy, its stats and
+    metrics listeners on free loopback ports, gone after shutdown."""
+    port = free_port()
+    out = _start("auto", [port, 0, 0], str(tmp_path))
+    assert out["status"] == 200, out
+    assert json.loads(out["body"])["labels"]
+    assert f"127.0.0.1:{port}" in out["listeners"], out["listeners"]
+    assert len(out["listeners"]) >= 3  # HTTP, stats, metrics
+    assert all(x.startswith("127.0.0.1:") for x in out["listeners"]), out["listeners"]
+    assert out["open"] == []  # nothing of this Ray listens off loopback but the known gRPC
+    assert out["left"] == 0

@@ -3,6 +3,7 @@ keeps HAProxy's catch-all listeners on the card's host (no Ray here)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -17,9 +18,33 @@ CARD = REPO / "systems" / "harmful_content.yaml"
 
 
 def test_default_and_direct_env():
-    assert proxy_env(load_card(CARD)) == {}
+    assert proxy_env(load_card(CARD, overrides=["deployment.proxy=default"])) == {}
     env = proxy_env(load_card(CARD, overrides=["deployment.proxy=direct"]))
     assert env == {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"}
+
+
+def test_auto_is_haproxy_on_free_loopback_ports(tmp_path: Path):
+    card = load_card(CARD)
+    assert card.deployment.proxy == "auto"
+    env = proxy_env(card, tmp_path)
+    assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+    stats, metrics = (int(env[f"RAY_SERVE_HAPROXY_{k}_PORT"]) for k in ("STATS", "METRICS"))
+    assert stats != metrics and 8404 not in (stats, metrics)  # chosen free, not Ray's fixed ones
+    assert env["RAY_SERVE_HAPROXY_BINARY_PATH"].startswith(str(tmp_path))  # the loopback wrapper
+
+
+def test_a_running_ray_keeps_its_proxy_for_auto_and_refuses_another(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    from mlsd_ray.serve.proxy import prepare
+
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")  # "connected": nothing may change now
+    for key in ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_ENABLE_DIRECT_INGRESS"):
+        monkeypatch.delenv(key, raising=False)
+    assert prepare(load_card(CARD)) == {}
+    assert "RAY_SERVE_ENABLE_HA_PROXY" not in os.environ
+    with pytest.raises(CardError, match="started with the 'default' proxy"):
+        prepare(load_card(CARD, overrides=["deployment.proxy=haproxy"]))
 
 
 def test_a_bad_proxy_names_the_key():
