@@ -10,30 +10,25 @@ Every epoch is reported; the last report carries a checkpoint with the best epoc
 
 from __future__ import annotations
 
-import json
 import logging
-import tempfile
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import save_file
 
 from mlsd_ray.errors import CardError, ModelError
-from mlsd_ray.models.cnn import WEIGHTS, CNNParams, ImageCNN, build_cnn
+from mlsd_ray.models.cnn import CNNParams, ImageCNN, build_cnn
 from mlsd_ray.models.mlp import Arrays, fit_net, make_loss, reference_loss
 from mlsd_ray.settings import Workdir
 from mlsd_ray.spec import DesignCard, ModelSpec
 from mlsd_ray.train.metrics import roc_auc
-from mlsd_ray.train.mlp import run_trainer
+from mlsd_ray.train.mlp import epoch_reporter, run_trainer
 
 log = logging.getLogger(__name__)
 LABEL = "label"
-HISTORY = "history.json"
 
 
 def cnn_params(spec: ModelSpec, card: DesignCard) -> dict[str, Any]:
@@ -74,21 +69,7 @@ def train_worker(config: dict[str, Any]) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     net = build_cnn(p)
     model = ray.train.torch.prepare_model(net) if world > 1 else net
-    history: list[dict[str, Any]] = []
-
-    def on_epoch(record: dict[str, Any], final: bool, best: dict[str, torch.Tensor]) -> None:
-        history.append(record)
-        metrics = {k: v for k, v in record.items() if v is not None}
-        if not final:
-            ray.train.report(metrics)
-            return
-        with tempfile.TemporaryDirectory(prefix="mlsd-cnn-") as tmp:
-            checkpoint = None
-            if rank == 0:
-                save_file({k: v.contiguous() for k, v in best.items()}, str(Path(tmp) / WEIGHTS))
-                (Path(tmp) / HISTORY).write_text(json.dumps(history))
-                checkpoint = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=checkpoint)
+    on_epoch = epoch_reporter(rank, "mlsd-cnn-")
 
     fit_net(model, make_loss(loop, data.y), data, loop, on_epoch, rank=rank, world=world)
 

@@ -83,10 +83,9 @@ def tune_spec(
     stamp: str,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run the spec's search; log it to MLflow (parent + child runs); write the report."""
-    from mlsd_ray import registry
     from mlsd_ray.models.mlp import TabularMLP
     from mlsd_ray.train.spaces import resolve
-    from mlsd_ray.train.tune import run_tuning, write_tuning_report
+    from mlsd_ray.train.tune import record_tuning, run_tuning
 
     assert spec.tuning is not None
     tuning = resolve(spec.tuning, spec.kind, card.framing.category)
@@ -104,27 +103,7 @@ def tune_spec(
         name,
         where=f"models.{spec.name}.tuning",
     )
-    folder = workdir.reports / "tuning" / spec.name
-    paths = write_tuning_report(trials, tuning, folder, spec.name)
-    winner = next(t for t in trials if t.get("is_best"))
-    parent = registry.log_tuning(
-        card,
-        workdir,
-        run_name=name,
-        params={"model": spec.name, "tuning": tuning.model_dump(mode="json"), "best": best},
-        metrics={f"best_{tuning.metric}": winner["best"], "trials": len(trials)},
-        trials=trials,
-        artifacts=paths,
-    )
-    info = {
-        "parent_run_id": parent,
-        "best_config": best,
-        "best": winner["best"],
-        "metric": tuning.metric,
-        "trials": len(trials),
-        "stopped_early": sum(t["status"] == "stopped_early" for t in trials),
-        "report": str(folder / "trials.md"),
-    }
+    info = record_tuning(card, workdir, spec.name, tuning, name, best, trials)
     return best, info
 
 

@@ -44,6 +44,33 @@ LABEL = "label"
 HISTORY = "history.json"
 
 
+def epoch_reporter(
+    rank: int, prefix: str
+) -> Callable[[dict[str, Any], bool, dict[str, torch.Tensor]], None]:
+    """``fit_net``'s per-epoch callback for a Ray Train worker: every epoch's figures go to
+    Ray Train; the last report carries rank 0's checkpoint of the best epoch's weights
+    (safetensors) and the history, the files `run_trainer` reads back."""
+    import ray.train
+
+    history: list[dict[str, Any]] = []
+
+    def on_epoch(record: dict[str, Any], final: bool, best: dict[str, torch.Tensor]) -> None:
+        history.append(record)
+        metrics = {k: v for k, v in record.items() if v is not None}
+        if not final:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+            checkpoint = None
+            if rank == 0:
+                save_file({k: v.contiguous() for k, v in best.items()}, str(Path(tmp) / WEIGHTS))
+                (Path(tmp) / HISTORY).write_text(json.dumps(history))
+                checkpoint = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=checkpoint)
+
+    return on_epoch
+
+
 def train_worker(config: dict[str, Any]) -> None:
     """``train_loop_per_worker``: one copy per worker."""
     import ray
@@ -58,21 +85,7 @@ def train_worker(config: dict[str, Any]) -> None:
     net = build_net(p, data.X.shape[1])
     model = ray.train.torch.prepare_model(net) if world > 1 else net
     loss_fn = make_loss(p, data.y)
-    history: list[dict[str, Any]] = []
-
-    def on_epoch(record: dict[str, Any], final: bool, best: dict[str, torch.Tensor]) -> None:
-        history.append(record)
-        metrics = {k: v for k, v in record.items() if v is not None}
-        if not final:
-            ray.train.report(metrics)
-            return
-        with tempfile.TemporaryDirectory(prefix="mlsd-mlp-") as tmp:
-            checkpoint = None
-            if rank == 0:
-                save_file({k: v.contiguous() for k, v in best.items()}, str(Path(tmp) / WEIGHTS))
-                (Path(tmp) / HISTORY).write_text(json.dumps(history))
-                checkpoint = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=checkpoint)
+    on_epoch = epoch_reporter(rank, "mlsd-mlp-")
 
     fit_net(model, loss_fn, data, p, on_epoch, rank=rank, world=world)
 

@@ -16,13 +16,17 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from mlsd_ray.errors import CardError
 from mlsd_ray.models.mlp import Arrays, MLPParams, build_net, fit_net, make_loss
 from mlsd_ray.spec import SearchDim, Tuning
+
+if TYPE_CHECKING:
+    from mlsd_ray.settings import Workdir
+    from mlsd_ray.spec import DesignCard
 
 log = logging.getLogger(__name__)
 #: What every mlp trial reports per epoch, so what ``tuning.metric`` may name.
@@ -168,6 +172,42 @@ def run_search(
         t["is_best"] = t is winner
     log.info("tuning %s: best %s = %s with %s", name, tuning.metric, winner["best"], winner)
     return dict(winner["config"]), trials
+
+
+def record_tuning(
+    card: DesignCard,
+    workdir: Workdir,
+    model: str,
+    tuning: Tuning,
+    run_name: str,
+    best: dict[str, Any],
+    trials: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """After any kind's search: the trials report, the search in MLflow (a parent run, a
+    child per trial) and the tuning info the package's manifest keeps."""
+    from mlsd_ray import registry
+
+    folder = workdir.reports / "tuning" / model
+    paths = write_tuning_report(trials, tuning, folder, model)
+    winner = next(t for t in trials if t.get("is_best"))
+    parent = registry.log_tuning(
+        card,
+        workdir,
+        run_name=run_name,
+        params={"model": model, "tuning": tuning.model_dump(mode="json"), "best": best},
+        metrics={f"best_{tuning.metric}": winner["best"], "trials": len(trials)},
+        trials=trials,
+        artifacts=paths,
+    )
+    return {
+        "parent_run_id": parent,
+        "best_config": best,
+        "best": winner["best"],
+        "metric": tuning.metric,
+        "trials": len(trials),
+        "stopped_early": sum(t["status"] == "stopped_early" for t in trials),
+        "report": str(folder / "trials.md"),
+    }
 
 
 def _clean(v: Any) -> Any:

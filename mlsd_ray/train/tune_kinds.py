@@ -165,9 +165,8 @@ def tune_params(
     workdir: Workdir,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(params with the best sampled values, tuning info for the manifest) for one spec."""
-    from mlsd_ray import registry
     from mlsd_ray.train.spaces import resolve
-    from mlsd_ray.train.tune import run_search, search_space, write_tuning_report
+    from mlsd_ray.train.tune import record_tuning, run_search, search_space
 
     assert spec.tuning is not None
     tuning = resolve(spec.tuning, spec.kind, card.framing.category)
@@ -179,29 +178,9 @@ def tune_params(
     space = search_space(tuning.space, where, known, spec.kind)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     name = f"tune-{card.name}-{spec.name}-{stamp}"
-    storage = str(workdir.root / "ray_results")
+    storage = workdir.ray_results_uri  # the workdir's store: an s3:// workdir's bucket too
     best, trials = run_search(tuning, trial, space, params, data, storage, name, where)
-    folder = workdir.reports / "tuning" / spec.name
-    paths = write_tuning_report(trials, tuning, folder, spec.name)
-    winner = next(t for t in trials if t.get("is_best"))
-    parent = registry.log_tuning(
-        card,
-        workdir,
-        run_name=name,
-        params={"model": spec.name, "tuning": tuning.model_dump(mode="json"), "best": best},
-        metrics={f"best_{tuning.metric}": winner["best"], "trials": len(trials)},
-        trials=trials,
-        artifacts=paths,
-    )
-    info = {
-        "parent_run_id": parent,
-        "best_config": best,
-        "best": winner["best"],
-        "metric": tuning.metric,
-        "trials": len(trials),
-        "stopped_early": sum(t["status"] == "stopped_early" for t in trials),
-        "seconds": round(time.perf_counter() - started, 2),
-        "report": str(folder / "trials.md"),
-    }
+    info = record_tuning(card, workdir, spec.name, tuning, name, best, trials)
+    info["seconds"] = round(time.perf_counter() - started, 2)
     log.info("tuned %s: %s", spec.name, info)
     return {**params, **best}, info
