@@ -8,9 +8,9 @@ Each stage reads what the previous one wrote into the workdir (or object store) 
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
+import pkgutil
 import time
 from pathlib import Path
 from typing import Any
@@ -30,10 +30,7 @@ def _own_stage(card: DesignCard, stage: str) -> Any:
     """The card's task's own function for ``stage`` (ranking runs mlsd_ray.recsys.stage), or
     None where the row-level stage below applies."""
     target = get_task(card.framing.category).own_stages.get(stage)
-    if target is None:
-        return None
-    module, name = target.split(":")
-    return getattr(importlib.import_module(module), name)
+    return None if target is None else pkgutil.resolve_name(target)
 
 
 @synced("etl")  # a remote workdir: check, mirror, publish

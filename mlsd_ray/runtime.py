@@ -146,6 +146,15 @@ def _running_clusters() -> list[str]:
         return []
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the OS reports free on ``host`` (loopback for an all-interfaces host)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host if host not in ("0.0.0.0", "::", "") else "127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def check_port_free(host: str, port: int, what: str = "deployment.port") -> None:
     """Before minutes of work, make sure Serve will be able to listen on ``host:port``."""
     import socket

@@ -10,7 +10,7 @@ this module, and the transformer's module pulls in torch and transformers.
 
 from __future__ import annotations
 
-import importlib
+import pkgutil
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -63,13 +63,11 @@ class Kind:
     ensemble_member: bool = False
 
     def model_class(self) -> type[Model]:
-        module, name = self.model.split(":")
-        cls: type[Model] = getattr(importlib.import_module(module), name)
+        cls: type[Model] = pkgutil.resolve_name(self.model)
         return cls
 
     def trainer_fn(self) -> Any:
-        module, name = self.trainer.split(":")
-        return getattr(importlib.import_module(module), name)
+        return pkgutil.resolve_name(self.trainer)
 
 
 _T = "mlsd_ray.train.trainers"

@@ -9,7 +9,6 @@ under a fresh Redis prefix, deploys the graph on a free loopback port, and remov
 from __future__ import annotations
 
 import asyncio
-import socket
 import tempfile
 import time
 import uuid
@@ -24,14 +23,9 @@ from mlsd_ray.recsys.bundle import ITEM_VIEW, USER_VIEW, publish_online, save_bu
 from mlsd_ray.recsys.data import TS, load_movielens, time_split
 from mlsd_ray.recsys.features import OnlineStore
 from mlsd_ray.recsys.two_stage import TwoStageConfig, fit_ranker, fit_retrievers
+from mlsd_ray.runtime import free_port
 
 REDIS = "redis://127.0.0.1:6379/0"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _percentiles(seconds: list[float]) -> dict[str, float]:
@@ -91,7 +85,7 @@ def measure(requests: int = 300, redis_url: str = REDIS) -> dict[str, Any]:
                 store.get(ITEM_VIEW, items)
                 fetches.append(time.perf_counter() - started)
             out["redis_fetch"] = _percentiles(fetches)
-            url = run_graph(str(bundle), redis_url, prefix, _free_port(), name="recsys_bench")
+            url = run_graph(str(bundle), redis_url, prefix, free_port(), name="recsys_bench")
             asyncio.run(_load(url, users, 1, 20))  # warm-up
             for clients in (1, 8):
                 out[f"clients_{clients}"] = asyncio.run(_load(url, users, clients, requests))

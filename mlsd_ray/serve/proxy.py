@@ -26,12 +26,12 @@ import logging
 import os
 import shlex
 import signal
-import socket
 import stat
 import tempfile
 from pathlib import Path
 
 from mlsd_ray.errors import CardError
+from mlsd_ray.runtime import free_port
 from mlsd_ray.spec import DesignCard
 
 log = logging.getLogger(__name__)
@@ -89,12 +89,6 @@ def chosen(card: DesignCard) -> str:
         return "default"
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host if host not in ALL_INTERFACES else "127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def proxy_env(card: DesignCard, run_dir: Path | None = None) -> dict[str, str]:
     """Environment variables for the process that starts Ray, for the card's proxy."""
     d = card.deployment
@@ -112,8 +106,8 @@ def proxy_env(card: DesignCard, run_dir: Path | None = None) -> dict[str, str]:
         "RAY_SERVE_HAPROXY_SOCKET_PATH": str(run / "admin.sock"),
         "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(run),
         "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(run / "server-state"),
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(d.haproxy.stats_port or _free_port(d.host)),
-        "RAY_SERVE_HAPROXY_METRICS_PORT": str(d.haproxy.metrics_port or _free_port(d.host)),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(d.haproxy.stats_port or free_port(d.host)),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(d.haproxy.metrics_port or free_port(d.host)),
         RUN_DIR_ENV: str(run),
         # Serve gives a proxy 5 s to report ready, HAProxy itself 30 s to start: on a busy
         # machine the controller killed HAProxy proxies that were still starting.
@@ -158,7 +152,7 @@ def prepare(card: DesignCard) -> dict[str, str]:
     env = proxy_env(card)
     os.environ.update(env)
     if env:
-        log.info("Serve proxy %s: %s", chosen(card), sorted(env))
+        log.info("Serve proxy %s: %s", "haproxy" if RUN_DIR_ENV in env else "direct", sorted(env))
     if RUN_DIR_ENV in env:
         # The local Ray dies with this process; a haproxy it started may not (the trap).
         atexit.register(cleanup, env[RUN_DIR_ENV])

@@ -41,12 +41,10 @@ class Task(ABC):
     #: Stages this task runs in its own way, ``stage -> "module:function"`` (imported on use,
     #: as they sit above this layer); the pipeline runs these instead of its row-level ones.
     own_stages: ClassVar[dict[str, str]] = {}
-    #: A network's output width is one per class; False: one value (regression).
-    outputs_per_class: ClassVar[bool] = True
 
     def n_outputs(self, classes: list[str]) -> int:
         """Width of a network's output layer for a card with these classes."""
-        return len(classes) if self.outputs_per_class else 1
+        return len(classes)
 
     # -- answers --------------------------------------------------------------------------
     @abstractmethod

@@ -16,7 +16,9 @@ class RegressionTask(Task):
     output_column = PREDICTION
     gate_metrics: ClassVar[tuple[str, ...]] = ("rmse", "mae", "mse", "r2")
     lower_is_better: ClassVar[frozenset[str]] = frozenset({"mse", "mae", "rmse"})
-    outputs_per_class: ClassVar[bool] = False
+
+    def n_outputs(self, classes: list[str]) -> int:
+        return 1  # one value per row, whatever label.classes says
 
     def answer(self, model: Any, frame: pd.DataFrame) -> np.ndarray:
         return np.asarray(model.predict(frame), dtype=np.float64)
