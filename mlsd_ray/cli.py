@@ -81,6 +81,9 @@ def _setup(
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     c = load_card(card_path, overrides or [])
     w = Workdir.for_card(c, workdir)  # --workdir, else MLSD_WORKDIR, else storage.uri
+    from mlsd_ray.runtime import configure
+
+    configure(c)  # stages.runtime_env for the Ray this command starts or joins
     from mlsd_ray.workspace import open_for_command
 
     open_for_command(w)  # an s3:// workdir: checked, mirrored, published at exit
@@ -103,16 +106,24 @@ def run(
     serve_requests: Annotated[
         int, typer.Option(help="Requests to send to the served model; 0 = no serving/monitoring.")
     ] = 1,
+    no_cache: Annotated[
+        bool,
+        typer.Option(
+            "--no-cache",
+            help="Run every stage, even those whose inputs, card and code are unchanged.",
+        ),
+    ] = False,
 ) -> None:
     """Run every stage: ETL, verification, training, evaluation, gate + registry, serving
-    (answering real HTTP requests) and drift monitoring."""
+    (answering real HTTP requests) and drift monitoring. Stages whose inputs, card sections
+    and code are unchanged since their last run are skipped (--no-cache runs them all)."""
     from mlsd_ray.pipeline import run_pipeline
     from mlsd_ray.runtime import check_port_free, ray_address
 
     c, w = _setup(card, workdir, set_)
     if serve_requests > 0 and not ray_address():  # fail before minutes of training
         check_port_free(c.deployment.host, c.deployment.port)
-    result = run_pipeline(c, w, serve_requests=serve_requests)
+    result = run_pipeline(c, w, serve_requests=serve_requests, use_cache=not no_cache)
     reg = result["register"]
     lines = [("Model", reg["summary"])]
     if result.get("serve"):

@@ -288,6 +288,10 @@ class RichDisplay:
         if failed:
             self.out.print(f"[red]✗ {name} failed after {seconds:.1f} s[/]", markup=True)
             return
+        if isinstance(result, dict) and result.get("cached"):
+            text = f"✓ {name} cached: inputs, card sections and code unchanged (--no-cache runs it)"
+            self.out.print(f"[green]{_escape(text)}[/]", markup=True)
+            return
         figures, warnings = stage_figures(name, result)
         text = f"✓ {name} {seconds:.1f} s" + (f": {figures}" if figures else "")
         self.out.print(f"[green]{_escape(text)}[/]", markup=True)

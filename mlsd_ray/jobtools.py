@@ -34,6 +34,9 @@ def job_main(
     )
     try:
         card = load_card(args.card, args.overrides)
+        from mlsd_ray.runtime import configure
+
+        configure(card)  # stages.runtime_env for the Ray this job joins
         result = stage(card, Workdir.for_card(card, args.workdir))
     except MlsdError as err:
         log.error("%s", err)

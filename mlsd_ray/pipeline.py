@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mlsd_ray import progress, storage
+from mlsd_ray.errors import CardError, DataError, GateError, SourceError
 from mlsd_ray.evaluate.report import write_markdown
 from mlsd_ray.models.package import read_manifest
 from mlsd_ray.settings import Workdir
@@ -199,9 +200,21 @@ def monitor(card: DesignCard, workdir: Workdir) -> dict[str, Any]:
 
 
 def run_pipeline(
-    card: DesignCard, workdir: Workdir, *, serve_requests: int = 1, stop_after: str | None = None
+    card: DesignCard,
+    workdir: Workdir,
+    *,
+    serve_requests: int = 1,
+    stop_after: str | None = None,
+    use_cache: bool = True,
 ) -> dict[str, Any]:
-    """Run every stage in order; ``serve_requests=0`` skips serving and monitoring."""
+    """Run every stage in order; ``serve_requests=0`` skips serving and monitoring. A stage
+    whose inputs, card sections and code are unchanged since its last successful run is
+    skipped (``stage_cache``) unless ``use_cache`` is off or the card sets ``stages.cache:
+    false``; a failing stage is re-run up to ``stages.<stage>.retries`` times."""
+    from mlsd_ray import stage_cache
+    from mlsd_ray.runtime import configure
+
+    configure(card)  # the card's runtime_env for the Ray this run starts or joins
     if serve_requests > 0:  # the proxy is fixed when Ray starts, which ETL does first
         from mlsd_ray.serve.proxy import prepare
 
@@ -217,11 +230,24 @@ def run_pipeline(
             ("serve", lambda: serve_and_probe(card, workdir, serve_requests)),
             ("monitor", lambda: monitor(card, workdir)),
         ]
+    caching = use_cache and card.stages.cache
     results: dict[str, Any] = {"card": card.name, "workdir": workdir.uri, "seconds": {}}
+    results["attempts"], results["cached"] = {}, []
+    key: str | None = None
     for name, fn in stages:
         t0 = time.perf_counter()
+        key = stage_cache.stage_key(card, name, key) if caching else None
         with progress.stage(name) as done:  # a line per start and end when someone watches
-            results[name] = fn()
+            hit = stage_cache.cached_summary(card, workdir, name, key)
+            if hit is not None:
+                log.info("stage %s: cached (inputs, card sections and code unchanged)", name)
+                results[name] = {**hit, "cached": True}
+                results["cached"].append(name)
+            else:
+                results[name], attempts = _with_retries(card, name, fn)
+                stage_cache.record(workdir, name, key, attempts)
+                results[name].update(cached=False, attempts=attempts)
+                results["attempts"][name] = attempts
             done.set(results[name])
         results["seconds"][name] = round(time.perf_counter() - t0, 2)
         if name == stop_after:
@@ -233,3 +259,32 @@ def run_pipeline(
     storage.write_json(str(workdir.summary_path("pipeline")), results)
     push(workdir)
     return results
+
+
+#: Errors a re-run cannot fix: the card, the data or the gate say no.
+_FINAL = (CardError, DataError, SourceError, GateError)
+
+
+def _with_retries(card: DesignCard, name: str, fn: Any) -> tuple[dict[str, Any], int]:
+    """(the stage's result, attempts): ``fn`` re-run up to ``stages.<name>.retries`` times
+    after a failure (a lost node, a worker killed), with the stage's resources checked first."""
+    from mlsd_ray.runtime import check_stage_resources
+
+    spec = card.stages.of(name)
+    check_stage_resources(card, name)
+    for attempt in range(1, spec.retries + 2):
+        try:
+            return dict(fn()), attempt
+        except _FINAL:
+            raise
+        except Exception as err:
+            if attempt > spec.retries:
+                raise
+            log.warning(
+                "stage %s failed (attempt %d of %d): %s; running it again",
+                name,
+                attempt,
+                spec.retries + 1,
+                err,
+            )
+    raise AssertionError("unreachable")

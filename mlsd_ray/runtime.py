@@ -6,10 +6,14 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mlsd_ray.errors import MlsdError, ServiceError
+from mlsd_ray.errors import CardError, MlsdError, ServiceError
 from mlsd_ray.settings import ray_address
+from mlsd_ray.spec_cluster import redact_env
+
+if TYPE_CHECKING:
+    from mlsd_ray.spec import DesignCard
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +34,31 @@ FORWARDED_ENV = (
     "TOKENIZERS_PARALLELISM",
     "PGPASSWORD",  # database sources; never logged
 )
+
+
+#: The card's ``stages.runtime_env`` (Ray's form, real values), set by ``configure``.
+_runtime_env: dict[str, Any] = {}
+
+
+def configure(card: DesignCard) -> None:
+    """Use ``card.stages.runtime_env`` when this process starts or joins Ray (the CLI, jobs and
+    the pipeline call this once they hold the card)."""
+    global _runtime_env
+    env = card.stages.runtime_env
+    _runtime_env = env.to_ray()
+    if _runtime_env:
+        shown = {**_runtime_env, "env_vars": redact_env(env.env_vars)}
+        log.info("Ray runtime_env from the card: %s", shown)
+
+
+def runtime_env(forwarded: dict[str, str]) -> dict[str, Any] | None:
+    """What ``ray.init`` gets: the card's runtime env, its ``env_vars`` over the forwarded
+    ones (the card names them on purpose)."""
+    out = dict(_runtime_env)
+    env = {**forwarded, **out.get("env_vars", {})}
+    if env:
+        out["env_vars"] = env
+    return out or None
 
 
 def ensure_ray(num_cpus: int | None = None) -> None:
@@ -75,7 +104,7 @@ def _init(ray: Any, address: str | None, num_cpus: int | None, env: dict[str, st
         address=address,
         num_cpus=None if address else num_cpus,
         include_dashboard=False if not address else None,
-        runtime_env={"env_vars": env} if env else None,
+        runtime_env=runtime_env(env),
         # mlsd's quiet console turns worker logs off (they stay in Ray's session folder)
         log_to_driver=os.environ.get("MLSD_RAY_LOG_TO_DRIVER", "1") != "0",
         ignore_reinit_error=True,
@@ -171,3 +200,28 @@ def check_port_free(host: str, port: int, what: str = "deployment.port") -> None
                 "Serve app) listens on it",
                 fix=f"pick a free port: --set {what}={port + 1} (or stop that process)",
             ) from err
+
+
+def check_stage_resources(card: DesignCard, stage: str) -> None:
+    """Before a stage starts: refuse, naming the card key, what ``stages.<stage>`` asks of Ray
+    that the whole cluster does not have (a task asking for it would wait forever)."""
+    spec = card.stages.of(stage)
+    if not spec.requested:
+        return
+    import ray
+
+    ensure_ray()
+    totals = ray.cluster_resources()
+    for resource, (key, amount) in spec.cluster_needs().items():
+        have = float(totals.get(resource, 0.0))
+        if have >= amount:
+            continue
+        gb = resource == "memory"
+        shown = (lambda n: f"{n / 2**30:.1f} GB") if gb else (lambda n: f"{n:g}")
+        raise CardError(
+            f"stages.{stage}.{key}: the stage asks for {shown(amount)} of Ray resource "
+            f"{resource!r}; the Ray cluster has {shown(have)} in all.",
+            why="no node could ever run the stage's tasks, so they would wait forever",
+            fix=f"lower or remove stages.{stage}.{key}, or join a cluster with that resource "
+            "(`ray start --resources '{...}'`, RAY_ADDRESS)",
+        )

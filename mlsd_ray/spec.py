@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from mlsd_ray.errors import CardError
 from mlsd_ray.models.kinds import KIND_NAMES, KINDS, check_params
 from mlsd_ray.ranking_card import RANKING_KINDS, RankingSpec
-from mlsd_ray.spec_cluster import Storage
+from mlsd_ray.spec_cluster import Stages, Storage
 from mlsd_ray.tasks import TASK_NAMES, TASKS
 
 #: Every task, from the table of tasks (mlsd_ray.tasks).
@@ -970,6 +970,7 @@ class DesignCard(_Strict):
     deployment: Deployment = Field(default_factory=Deployment)
     monitoring: Monitoring = Field(default_factory=Monitoring)
     storage: Storage = Field(default_factory=Storage)  # spec_cluster.py: workdir URI, tracking
+    stages: Stages = Field(default_factory=Stages)  # spec_cluster.py: resources, retries, cache
     #: Recommendation settings (``framing.category: ranking``; mlsd_ray.ranking_card).
     ranking: RankingSpec | None = None
 

@@ -428,7 +428,9 @@ def run_etl(card: DesignCard, workdir: Workdir) -> EtlSummary:
         check = partial(blk.verify_block, card=card, columns=columns, proto=proto)
         # whole blocks (a file, or a database shard) per call: a few large Arrow batches
         # rather than Ray Data's default of 1,024-row pandas batches
-        verified = raw.map_batches(check, batch_format="pyarrow", batch_size=None).materialize()
+        verified = raw.map_batches(
+            check, batch_format="pyarrow", batch_size=None, **card.stages.etl.ray_options()
+        ).materialize()
         del raw
 
     with _step("keys", seconds):

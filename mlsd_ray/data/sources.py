@@ -573,7 +573,7 @@ def _read_files(
         fs, files = list_files(source.uri, fmt)
     columns = source_columns(fs, files, source, card, fmt)
     ensure_ray()
-    task = ray.remote(parse_file).options(num_returns=2)
+    task = ray.remote(parse_file).options(num_returns=2, **card.stages.etl.ray_options())
     refs: list[Any] = [
         task.remote(fs, f, fmt, source.rename, columns, source.encoding) for f in files
     ]

@@ -72,7 +72,8 @@ def model_options(card: DesignCard) -> dict[str, Any]:
             "upscale_delay_s": a.upscale_delay_s,
             "downscale_delay_s": a.downscale_delay_s,
         },
-        "ray_actor_options": {"num_cpus": d.num_cpus_per_replica},
+        # stages.serve overrides the replica's CPUs and adds GPUs, memory, custom resources
+        "ray_actor_options": card.stages.serve.ray_options(num_cpus=d.num_cpus_per_replica),
         **_common_options(card),
     }
 

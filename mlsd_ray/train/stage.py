@@ -116,7 +116,8 @@ def train_models(card: DesignCard, workdir: Workdir, only: list[str] | None = No
         kind = get_kind(spec.kind)
         if kind.in_task:
             shared = shared or (ray.put(train), ray.put(val))
-            remote = ray.remote(num_cpus=1)(kind.trainer_fn())
+            # stages.train: the card's CPUs, GPUs, memory and custom resources per task
+            remote = ray.remote(**card.stages.train.ray_options(num_cpus=1))(kind.trainer_fn())
             pending[spec.name] = remote.remote(spec, card, *shared, workdir)
         else:
             with progress.task(f"train {spec.name}"):
