@@ -15,13 +15,35 @@ from typing import Any
 import yaml
 
 from mlsd_ray.spec import DesignCard
+from mlsd_ray.spec_cluster import looks_secret
 
 RAY_VERSION = "2.60.0"
 DEFAULT_IMAGE = f"mlsd-ray:{RAY_VERSION}"  # built from this repository (docs/cluster.md)
 SECRET = "mlsd-secrets"  # keys: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, MLFLOW_TRACKING_*
 
 
-def _env(tracking_uri: str | None, s3_endpoint: str | None) -> list[dict[str, Any]]:
+def job_runtime_env(card: DesignCard) -> dict[str, Any]:
+    """The card's ``stages.runtime_env`` as the pods' Ray gets it, secrets left out (they come
+    from the ``mlsd-secrets`` Secret, see ``_env``); a local ``working_dir`` is left out too:
+    the image holds the code, and only a remote one (``s3://...zip``, ``https://``) is fetched."""
+    env = card.stages.runtime_env
+    out = {k: v for k, v in env.to_ray().items() if k != "env_vars"}
+    if "working_dir" in out and "://" not in out["working_dir"]:
+        del out["working_dir"]
+    plain = {k: v for k, v in env.env_vars.items() if not looks_secret(k, v)}
+    if plain:
+        out["env_vars"] = plain
+    return out
+
+
+def _card_secrets(card: DesignCard) -> list[str]:
+    env = card.stages.runtime_env.env_vars
+    return sorted(k for k, v in env.items() if looks_secret(k, v))
+
+
+def _env(
+    tracking_uri: str | None, s3_endpoint: str | None, secrets: tuple[str, ...] | list[str] = ()
+) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
         {"name": k, "valueFrom": {"secretKeyRef": {"name": SECRET, "key": k, "optional": opt}}}
         for k, opt in (
@@ -29,6 +51,7 @@ def _env(tracking_uri: str | None, s3_endpoint: str | None) -> list[dict[str, An
             ("AWS_SECRET_ACCESS_KEY", False),
             ("MLFLOW_TRACKING_USERNAME", True),
             ("MLFLOW_TRACKING_PASSWORD", True),
+            *((name, False) for name in secrets),  # the card's secret env_vars: the Secret's
         )
     ]
     if tracking_uri:
@@ -99,6 +122,7 @@ def serve_config(card: DesignCard, card_path: str, workdir: str) -> dict[str, An
                 "route_prefix": d.route_prefix,
                 "import_path": "mlsd_ray.serve.app:build_app",
                 "args": {"card": card_path, "workdir": workdir},
+                **({"runtime_env": env} if (env := job_runtime_env(card)) else {}),
             }
         ],
     }
@@ -114,18 +138,22 @@ def ray_job(
     s3_endpoint: str | None = None,
     workers: int = 2,
 ) -> dict[str, Any]:
-    env = _env(tracking_uri, s3_endpoint)
+    env = _env(tracking_uri, s3_endpoint, _card_secrets(card))
+    runtime_env = job_runtime_env(card)
+    spec: dict[str, Any] = {
+        "entrypoint": f"python jobs/pipeline.py --card {card_path} --workdir {workdir}",
+        "shutdownAfterJobFinishes": True,
+        "ttlSecondsAfterFinished": 600,
+        "backoffLimit": 1,
+        "rayClusterSpec": cluster_spec(image, env, workers),
+    }
+    if runtime_env:  # stages.runtime_env: the job's packages and variables
+        spec["runtimeEnvYAML"] = yaml.safe_dump(runtime_env, sort_keys=False)
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayJob",
         "metadata": {"name": f"{card.name.replace('_', '-')}-pipeline"},
-        "spec": {
-            "entrypoint": f"python jobs/pipeline.py --card {card_path} --workdir {workdir}",
-            "shutdownAfterJobFinishes": True,
-            "ttlSecondsAfterFinished": 600,
-            "backoffLimit": 1,
-            "rayClusterSpec": cluster_spec(image, env, workers),
-        },
+        "spec": spec,
     }
 
 
@@ -139,7 +167,7 @@ def ray_service(
     s3_endpoint: str | None = None,
     workers: int = 2,
 ) -> dict[str, Any]:
-    env = _env(tracking_uri, s3_endpoint)
+    env = _env(tracking_uri, s3_endpoint, _card_secrets(card))
     config = serve_config(card, card_path, workdir)
     return {
         "apiVersion": "ray.io/v1",

@@ -38,7 +38,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "etl": ("requirements", "framing", "data"),
     "train": ("models",),
     "evaluate": ("evaluation",),
-    "register": ("name", "deployment"),
+    "register": ("name",),
 }
 CACHEABLE = tuple(SECTIONS)
 KEY_FIELD = "cache_key"
