@@ -190,6 +190,7 @@ def train_gbdt(
     cpus_per_worker: int = 1,
     name: str = "gbdt",
     storage_path: str | None = None,
+    resources_per_worker: dict[str, float] | None = None,
 ) -> Any:
     """A fitted `XGBoostModel` / `LightGBMModel`, boosted by Ray Train workers.
 
@@ -224,8 +225,11 @@ def train_gbdt(
             "params": library_params,
             "datasets": list(datasets),
         },
+        # the card's stages.train (CPUs, GPUs, memory, custom resources) when it sets them
         "scaling_config": ScalingConfig(
-            num_workers=num_workers, resources_per_worker={"CPU": cpus_per_worker}
+            num_workers=num_workers,
+            use_gpu=bool((resources := resources_per_worker or {}).get("GPU")),
+            resources_per_worker=resources or {"CPU": cpus_per_worker},
         ),
         "run_config": RunConfig(name=name, **ray_storage(storage_path)),
         "datasets": datasets,

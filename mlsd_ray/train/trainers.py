@@ -139,6 +139,7 @@ def fit_gbdt(
             cpus_per_worker=spec.trainer.cpus_per_worker,
             name=f"{card.name}-{spec.name}",
             storage_path=workdir.ray_results_uri,
+            resources_per_worker=card.stages.train.worker_resources(spec.trainer.cpus_per_worker),
         )
     else:  # debugging, tests
         model = get_kind(spec.kind).model_class()(inputs, **params)
