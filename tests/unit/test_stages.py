@@ -11,6 +11,7 @@ from mlsd_ray import pipeline, runtime, stage_cache
 from mlsd_ray.errors import CardError
 from mlsd_ray.kuberay import job_runtime_env, ray_job
 from mlsd_ray.lineage import card_digest
+from mlsd_ray.settings import Workdir
 from mlsd_ray.spec import load_card
 
 REPO = Path(__file__).resolve().parents[2]
@@ -110,6 +111,8 @@ def test_cache_keys_follow_sources_sections_and_upstream(tmp_path: Path) -> None
 
     (tmp_path / "data.csv").write_text("a,Revenue\n1,0\n2,1\n")  # new data: everything re-runs
     assert stage_cache.stage_key(card, "etl", None) != keys["etl"]
+    # --no-cache gives no key, and no key never finds a cached summary
+    assert stage_cache.cached_summary(card, Workdir.of(tmp_path / "w"), "etl", None) is None
 
 
 def test_a_database_source_is_never_cached() -> None:
