@@ -63,7 +63,8 @@ def test_secret_env_values_never_reach_a_dump_but_reach_ray() -> None:
     card = load_card(
         CARD,
         [
-            "stages.runtime_env.env_vars={API_TOKEN: s3cr3t-v4lue, OTHER: AKIAABCDEFGHIJKLMNOP, MODE: fast}"
+            "stages.runtime_env.env_vars="
+            "{API_TOKEN: s3cr3t-v4lue, OTHER: AKIAABCDEFGHIJKLMNOP, MODE: fast}"
         ],
     )
     dumped = json.dumps(card.model_dump(mode="json"))
