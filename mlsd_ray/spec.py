@@ -358,6 +358,15 @@ class TrainerConfig(_Strict):
     seed: int = 0
     class_weight: Literal["none", "balanced"] = "balanced"
     checkpoint_every_steps: int = Field(50, ge=1)
+    #: Validate (and checkpoint) every N optimizer steps as well as at each epoch's end; None =
+    #: at each epoch's end only. E.g. ``eval_every_steps: 200``.
+    eval_every_steps: int | None = Field(None, ge=1)
+    #: Early stopping: stop after this many validations in a row without a better
+    #: ``val_roc_auc`` (``val_loss`` when AUC is undefined); 0 = train every epoch.
+    patience: int = Field(2, ge=0)
+    #: Which weights are packaged: ``best`` = the validation with the best score, ``last`` = the
+    #: weights at the end of training.
+    checkpoint_selection: Literal["best", "last"] = "best"
     #: How many times Ray Train restarts a failed worker group before the run fails; each
     #: restart resumes from the latest checkpoint (-1 = without limit). E.g. ``max_failures: 2``.
     max_failures: int = Field(2, ge=-1)
