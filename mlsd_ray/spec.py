@@ -505,13 +505,22 @@ class Models(_Strict):
     calibration: Calibration = Field(default_factory=Calibration)
     #: Refit logreg, ridge and the GBDTs on train + validation after validation scoring
     #: (rounds fixed from the selection run); see mlsd_ray.train.refit.
-    refit: bool = False
+    refit: bool = True
 
     @model_validator(mode="after")
     def _unique(self) -> Models:
         names = [self.baseline.name] + [m.name for m in self.candidates]
         if len(set(names)) != len(names):
             raise ValueError(f"model names must be unique; got {names}")
+        blends = {m.name for m in self.candidates if m.kind == "blend"}
+        for m in self.candidates:
+            bad = [n for n in m.params.get("members", []) if n not in names or n in blends]
+            if m.kind == "blend" and bad:
+                others = [n for n in names if n not in blends]
+                raise ValueError(
+                    f"models.{m.name}: blend members {bad} are not other models of the card;"
+                    f" use names from {others}"
+                )
         return self
 
 
