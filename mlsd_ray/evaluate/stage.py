@@ -303,6 +303,10 @@ def evaluate_models(
     }
     if external:
         report["external"] = external
+    if any(spec.kind == "blend" for spec in card.models.candidates) and task.uses_threshold:
+        from mlsd_ray.evaluate.blends import blend_comparisons
+
+        report["blends"] = blend_comparisons(card, curves, thresholds)
     if get_task(card.framing.category).calibrates:
         from mlsd_ray.evaluate.calibration import calibration_summary
 

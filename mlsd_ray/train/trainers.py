@@ -99,7 +99,7 @@ def fit_transformer(
         workdir=workdir,
     )
     metrics = model.train_metrics_
-    keep = ("run_name", "step", "epoch", "samples_per_s", "resumed_from_step")
+    keep: tuple[str, ...] = ("run_name", "step", "epoch", "samples_per_s", "resumed_from_step")
     keep += ("best_step", "best_epoch", "best_val_score", "evaluations", "stopped_early")
     return _timed(model, model.params, started, **{k: metrics[k] for k in keep if k in metrics})
 
