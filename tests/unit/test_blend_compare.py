@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from mlsd_ray.errors import CardError
 from mlsd_ray.evaluate.blends import blend_comparisons, report_lines
 from mlsd_ray.spec import load_card
 
@@ -30,3 +32,9 @@ def test_a_blend_is_compared_with_its_best_member() -> None:
     same = blend_comparisons(card, scored, {}, n_resamples=200)["mix"]
     assert same["difference"] == 0 and same["beats_best_member"] is False
     assert "| mix | b |" in "\n".join(report_lines({"mix": same}))
+
+
+def test_a_blend_of_unknown_members_is_refused_at_card_load() -> None:
+    bad = "[{name: a, kind: logreg}, {name: mix, kind: blend, params: {members: [a, nope]}}]"
+    with pytest.raises(CardError, match=r"blend members \['nope'\] are not other models"):
+        load_card(CARD, overrides=[f"models.candidates={bad}"])
