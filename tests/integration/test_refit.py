@@ -1,7 +1,7 @@
-"""Refit on train + validation (``models.refit``, on by default) on real Online Shoppers rows: the package
-is the configuration refitted on all labelled rows with the selection run's number of rounds,
-while validation metrics, calibration and the threshold's validation scores stay those of the
-selection run (out of sample)."""
+"""Refit on train + validation (``models.refit``, on by default) on real Online Shoppers rows:
+the package is the configuration refitted on all labelled rows with the selection run's number
+of rounds, while validation metrics, calibration and the threshold's validation scores stay
+those of the selection run (out of sample)."""
 
 from __future__ import annotations
 
