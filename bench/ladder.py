@@ -233,7 +233,7 @@ def text_card(root: Path, rows: int, epochs: int) -> DesignCard:
         DATASETS / "harmful_content" / "davidson_dev.csv", rows, root / "data" / "davidson.csv"
     )
     trainer = (
-        f"{{pretrained: minilm, max_length: 48, epochs: {epochs}, batch_size: 16,"
+        f"{{pretrained: minilm, max_length: 32, epochs: {epochs}, batch_size: 16,"
         " learning_rate: 5.0e-5, num_workers: 1, cpus_per_worker: 1, eval_every_steps: 40,"
         " patience: 2, checkpoint_every_steps: 40}"
     )
