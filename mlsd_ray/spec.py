@@ -512,10 +512,10 @@ class Models(_Strict):
         names = [self.baseline.name] + [m.name for m in self.candidates]
         if len(set(names)) != len(names):
             raise ValueError(f"model names must be unique; got {names}")
-        blends = {m.name for m in self.candidates if m.kind == "blend"}
+        blends = {m.name for m in self.candidates if m.kind in KINDS and KINDS[m.kind].combines}
         for m in self.candidates:
             bad = [n for n in m.params.get("members", []) if n not in names or n in blends]
-            if m.kind == "blend" and bad:
+            if m.name in blends and bad:
                 others = [n for n in names if n not in blends]
                 raise ValueError(
                     f"models.{m.name}: blend members {bad} are not other models of the card;"

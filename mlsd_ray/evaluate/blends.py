@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from mlsd_ray.models.kinds import get_kind
 from mlsd_ray.spec import DesignCard
 from mlsd_ray.tasks.bootstrap import paired_difference
 
@@ -25,7 +26,7 @@ def blend_comparisons(
     out: dict[str, dict[str, Any]] = {}
     for spec in card.models.candidates:
         members = [m for m in spec.params.get("members", []) if m in scored]
-        if spec.kind != "blend" or spec.name not in scored or not members:
+        if not get_kind(spec.kind).combines or spec.name not in scored or not members:
             continue
         y, p_blend = scored[spec.name]
         point = {m: _metric(y, scored[m][1], metric) for m in members}
