@@ -358,6 +358,15 @@ class TrainerConfig(_Strict):
     seed: int = 0
     class_weight: Literal["none", "balanced"] = "balanced"
     checkpoint_every_steps: int = Field(50, ge=1)
+    #: Validate (and checkpoint) every N optimizer steps as well as at each epoch's end; None =
+    #: at each epoch's end only. E.g. ``eval_every_steps: 200``.
+    eval_every_steps: int | None = Field(None, ge=1)
+    #: Early stopping: stop after this many validations in a row without a better
+    #: ``val_roc_auc`` (``val_loss`` when AUC is undefined); 0 = train every epoch.
+    patience: int = Field(2, ge=0)
+    #: Which weights are packaged: ``best`` = the validation with the best score, ``last`` = the
+    #: weights at the end of training.
+    checkpoint_selection: Literal["best", "last"] = "best"
     #: How many times Ray Train restarts a failed worker group before the run fails; each
     #: restart resumes from the latest checkpoint (-1 = without limit). E.g. ``max_failures: 2``.
     max_failures: int = Field(2, ge=-1)
@@ -496,13 +505,22 @@ class Models(_Strict):
     calibration: Calibration = Field(default_factory=Calibration)
     #: Refit logreg, ridge and the GBDTs on train + validation after validation scoring
     #: (rounds fixed from the selection run); see mlsd_ray.train.refit.
-    refit: bool = False
+    refit: bool = True
 
     @model_validator(mode="after")
     def _unique(self) -> Models:
         names = [self.baseline.name] + [m.name for m in self.candidates]
         if len(set(names)) != len(names):
             raise ValueError(f"model names must be unique; got {names}")
+        blends = {m.name for m in self.candidates if m.kind in KINDS and KINDS[m.kind].combines}
+        for m in self.candidates:
+            bad = [n for n in m.params.get("members", []) if n not in names or n in blends]
+            if m.name in blends and bad:
+                others = [n for n in names if n not in blends]
+                raise ValueError(
+                    f"models.{m.name}: blend members {bad} are not other models of the card;"
+                    f" use names from {others}"
+                )
         return self
 
 

@@ -65,6 +65,10 @@ def write_markdown(report: dict[str, Any], path: Path) -> Path:
         from mlsd_ray.evaluate import external_sets
 
         lines += external_sets.report_lines(report["external"], report["gate"]["config"]["metric"])
+    if report.get("blends"):
+        from mlsd_ray.evaluate.blends import report_lines as blend_lines
+
+        lines += blend_lines(report["blends"])
     if report.get("analysis"):
         lines += analysis_sections(report)
     if report.get("promotion"):

@@ -27,6 +27,7 @@ from mlsd_ray.evaluate.analysis import (
 from mlsd_ray.evaluate.gate import Evidence, GateDecision, decide
 from mlsd_ray.evaluate.model_card import write_model_card
 from mlsd_ray.evaluate.report import write_markdown
+from mlsd_ray.models.kinds import get_kind
 from mlsd_ray.models.package import MANIFEST, read_manifest
 from mlsd_ray.plots import quality_latency_plot
 from mlsd_ray.predict import Predictor
@@ -303,6 +304,11 @@ def evaluate_models(
     }
     if external:
         report["external"] = external
+    combined = [s for s in card.models.candidates if get_kind(s.kind).combines]
+    if combined and task.uses_threshold:
+        from mlsd_ray.evaluate.blends import blend_comparisons
+
+        report["blends"] = blend_comparisons(card, curves, thresholds)
     if get_task(card.framing.category).calibrates:
         from mlsd_ray.evaluate.calibration import calibration_summary
 

@@ -61,6 +61,8 @@ class Kind:
     calibrate: bool = True
     fast_inference: bool = False
     ensemble_member: bool = False
+    #: Combines other candidates' packages: trained after them (the blend).
+    combines: bool = False
 
     def model_class(self) -> type[Model]:
         cls: type[Model] = pkgutil.resolve_name(self.model)
@@ -86,6 +88,9 @@ _ALL_TRAINER_OPTIONS = frozenset(
         "seed",
         "class_weight",
         "checkpoint_every_steps",
+        "eval_every_steps",
+        "patience",
+        "checkpoint_selection",
         "max_failures",
         "fine_tune",
         "warm_start",
@@ -223,6 +228,17 @@ KINDS: dict[str, Kind] = {
             f"{_T}:fit_ensemble",
             "ensemble.json, meta.safetensors, members/NN/",
             tasks=ALL_TASKS,
+        ),
+        Kind(
+            "blend",
+            P.BlendParams,
+            "mlsd_ray.models.blend:Blend",
+            f"{_T}:fit_blend",
+            "blend.json, members/NN/ (each member's whole package)",
+            inputs="any",
+            tasks=frozenset({"binary"}),
+            calibrate=False,  # a combiner fitted on calibrated members' scores
+            combines=True,
         ),
     )
 }

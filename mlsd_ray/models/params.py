@@ -118,6 +118,17 @@ class StackingParams(TabularParams):
     seed: int = Field(0, ge=0)
 
 
+class BlendParams(KindParams):
+    """Kind ``blend``: other candidates of the card, by name, combined (a cross-family
+    ensemble, e.g. ``{members: [tfidf, minilm], method: stacking}``)."""
+
+    members: list[str] = Field(min_length=2)
+    method: Literal["stacking", "weighted"] = "stacking"
+    folds: int = Field(5, ge=2)
+    meta_C: float = Field(1.0, gt=0)
+    seed: int = Field(0, ge=0)
+
+
 class TransformerParams(KindParams):
     """Most transformer settings live in ``trainer``; params hold the head's and the loop's."""
 

@@ -179,6 +179,62 @@ class LoopHooks:
         """After an epoch, or after the step where `max_steps` stopped training."""
         log.info("epoch %d step %d train_loss %.4f %s", state.epoch, state.step, train_loss, stats)
 
+    def should_stop(self) -> bool:
+        """True once early stopping has decided; the loop ends after the current step."""
+        return False
+
+
+@dataclass
+class BestCheckpoint:
+    """Best-checkpoint selection and early stopping on the validation metric.
+
+    The score of an evaluation is ``val_roc_auc`` (higher is better), or ``-val_loss`` where
+    AUC is undefined (a validation split with one class). Training stops once ``patience``
+    evaluations in a row did not beat the best (0 = never stop early). Saved in every
+    checkpoint, so a resumed run keeps counting from where it was.
+    """
+
+    patience: int = 0
+    best_score: float | None = None
+    best_step: int = 0
+    best_epoch: int = 0
+    evaluations: int = 0
+    waited: int = 0
+    stopped: bool = False
+
+    def update(self, metrics: dict[str, Any], state: LoopState) -> bool:
+        """Record one evaluation; True when it is the best so far."""
+        auc, loss = metrics.get("val_roc_auc"), metrics.get("val_loss")
+        score = float(auc) if auc is not None else (-float(loss) if loss is not None else None)
+        self.evaluations += 1
+        if score is None or math.isnan(score):
+            return False
+        if self.best_score is None or score > self.best_score:
+            self.best_score, self.best_step, self.waited = score, state.step, 0
+            # The epoch the best weights finished: state.epoch already counts a finished one.
+            self.best_epoch = state.epoch
+            return True
+        self.waited += 1
+        self.stopped = self.patience > 0 and self.waited >= self.patience
+        return False
+
+    def summary(self) -> dict[str, Any]:
+        """What the training summary records."""
+        return {
+            "best_step": self.best_step,
+            "best_epoch": self.best_epoch,
+            "best_val_score": self.best_score,
+            "evaluations": self.evaluations,
+            "stopped_early": self.stopped,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], patience: int) -> BestCheckpoint:
+        return cls(**{**d, "patience": patience})
+
 
 def unwrap(net: torch.nn.Module) -> TextClassifierNet:
     """The TextClassifierNet inside a DDP wrapper (or the net itself)."""
@@ -300,7 +356,8 @@ def train_loop(
     net.train()
 
     def done() -> bool:
-        return state.epoch >= epochs or (max_steps is not None and state.step >= max_steps)
+        limit = max_steps is not None and state.step >= max_steps
+        return state.epoch >= epochs or limit or hooks.should_stop()
 
     while not done():
         skip, losses, rows, started = state.step_in_epoch, [], 0, time.perf_counter()
@@ -318,6 +375,7 @@ def train_loop(
                 state.epoch, state.step_in_epoch = epoch + 1, 0
             stopped = max_steps is not None and state.step >= max_steps
             hooks.after_step(state, losses[-1], last or stopped)
+            stopped = stopped or hooks.should_stop()  # an evaluation inside the epoch decided
             if stopped:
                 break
         if state.epoch == epoch and not stopped:  # no batches left to train on (empty/skipped)

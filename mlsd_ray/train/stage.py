@@ -96,7 +96,6 @@ def train_models(card: DesignCard, workdir: Workdir, only: list[str] | None = No
     _check_split(train, card, "train", uris["train"])
     _check_split(val, card, "validation", uris["validation"])
     rows = {"train": len(train), "validation": len(val)}
-    inputs = card.feature_names
     data_version = dataset_version(card, workdir)  # lineage: the model names its data
     log.info(
         "training %s on %d train / %d validation rows", [s.name for s in specs], *rows.values()
@@ -105,6 +104,8 @@ def train_models(card: DesignCard, workdir: Workdir, only: list[str] | None = No
     # `tuning:` on a kind other than the mlp: search first, then train the best params like any
     # spec (the mlp tunes inside its own trainer, per epoch).
     specs, tuned = tune_specs(specs, card, train, val, workdir)
+    blends = [s for s in specs if get_kind(s.kind).combines]
+    specs = [s for s in specs if not get_kind(s.kind).combines]
 
     # One loop over the card's models, each through its kind's trainer. Kinds fitted in a Ray
     # task go first, so they overlap with the driver-run trainers (Ray Train, Tune, fan-outs).
@@ -134,55 +135,16 @@ def train_models(card: DesignCard, workdir: Workdir, only: list[str] | None = No
         "models": {},
     }
     decision = Decision(list(card.framing.label.classes), card.evaluation.threshold)
+    packaged: dict[str, tuple[Any, np.ndarray]] = {}  # name -> (package, validation scores)
+    context = (card, task, decision, summary, train, val, workdir, tuned)
     for spec in specs:
-        fit = fitted[spec.name]
-        model, params, seconds = fit.model, fit.params, fit.seconds
-        extra = dict(fit.extra)
-        if spec.name in tuned:
-            extra["tuning"] = tuned[spec.name]
-        y_val, scores = val[LABEL].to_numpy(), task.answer(model, val[inputs])
-        calibrator = None
-        if task.calibrates:  # a calibration map fitted on validation, shipped in the package
-            from mlsd_ray.train.calibrate import calibrate_validation
-
-            calibrator, scores, extra = calibrate_validation(card, spec, scores, val, extra)
-        # Every gate metric on validation, so evaluation can rank models before test.
-        validation = task.metrics(y_val, scores, decision)
-        auc = task.headline(validation)
-        extra["validation"] = validation
-        selection = None
-        if card.models.refit and kind.refit:  # validation figures stay those above
-            selection = scores  # the selection model's (calibrated) scores, out of sample
-            model, params, extra["refit"] = refit(spec.kind, inputs, params, model, train, val)
-        metadata = {
-            "card": card.name,
-            "dataset_version": data_version,
-            "train_uri": uris["train"],
-            "validation_uri": uris["validation"],
-            "rows": rows,
-            "train_seconds": round(seconds, 3),
-            "validation_roc_auc": auc,
-            "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            **extra,
-        }
-        folder = save_package(
-            model, workdir.model_dir(spec.name), _manifest(spec, card, params, metadata)
-        )
-        if calibrator is not None:  # applied by every Predictor of the package
-            calibrator.save(folder)
-        if selection is not None:
-            save_scores(folder, val[LABEL].to_numpy(), selection)
-        summary["models"][spec.name] = {
-            "kind": spec.kind,
-            "dir": str(folder),
-            "train_seconds": round(seconds, 3),
-            "validation_roc_auc": auc,
-            "rows": rows,
-        }
-        for key in ("validation", "learning_curve", "tuning", "calibration", "refit"):
-            if key in extra:
-                summary["models"][spec.name][key] = extra[key]
-        log.info("%s (%s): validation ROC-AUC %s in %.1f s", spec.name, spec.kind, auc, seconds)
+        packaged[spec.name] = _package(spec, fitted[spec.name], *context)
+    # Blends combine the packages just made, from their out-of-sample validation scores.
+    for spec in blends:
+        members = {n: packaged[n] for n in spec.params.get("members", []) if n in packaged}
+        with progress.task(f"train {spec.name}"):
+            fit = get_kind(spec.kind).trainer_fn()(spec, card, train, val, workdir, members)
+        packaged[spec.name] = _package(spec, fit, *context)
 
     from mlsd_ray.train.deep import write_training_report
 
@@ -194,6 +156,76 @@ def train_models(card: DesignCard, workdir: Workdir, only: list[str] | None = No
     path.write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
     log.info("wrote %s", path)
     return summary
+
+
+def _package(
+    spec: ModelSpec,
+    fit: Fitted,
+    card: DesignCard,
+    task: Any,
+    decision: Decision,
+    summary: dict[str, Any],
+    train: pd.DataFrame,
+    val: pd.DataFrame,
+    workdir: Workdir,
+    tuned: dict[str, dict[str, Any]],
+) -> tuple[Any, np.ndarray]:
+    """Score one fitted model on validation (calibrating it as the card says), refit it where
+    the card and kind say so, save its package and its summary entry; returns (the package
+    folder, its out-of-sample validation scores)."""
+    kind, inputs, data_version = get_kind(spec.kind), card.feature_names, summary["dataset_version"]
+    model, params, seconds = fit.model, fit.params, fit.seconds
+    extra = dict(fit.extra)
+    if spec.name in tuned:
+        extra["tuning"] = tuned[spec.name]
+    y_val = val[LABEL].to_numpy()
+    scores = fit.validation_scores
+    if scores is None:
+        scores = task.answer(model, val[inputs])
+    calibrator = None
+    if task.calibrates:  # a calibration map fitted on validation, shipped in the package
+        from mlsd_ray.train.calibrate import calibrate_validation
+
+        calibrator, scores, extra = calibrate_validation(card, spec, scores, val, extra)
+    # Every gate metric on validation, so evaluation can rank models before test.
+    validation = task.metrics(y_val, scores, decision)
+    auc = task.headline(validation)
+    extra["validation"] = validation
+    selection = None
+    if card.models.refit and kind.refit:  # validation figures stay those above
+        selection = scores  # the selection model's (calibrated) scores, out of sample
+        model, params, extra["refit"] = refit(spec.kind, inputs, params, model, train, val)
+    rows = summary["rows"]
+    metadata = {
+        "card": card.name,
+        "dataset_version": data_version,
+        "train_uri": summary["train_uri"],
+        "validation_uri": summary["validation_uri"],
+        "rows": rows,
+        "train_seconds": round(seconds, 3),
+        "validation_roc_auc": auc,
+        "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **extra,
+    }
+    folder = save_package(
+        model, workdir.model_dir(spec.name), _manifest(spec, card, params, metadata)
+    )
+    if calibrator is not None:  # applied by every Predictor of the package
+        calibrator.save(folder)
+    if selection is not None or fit.validation_scores is not None:
+        save_scores(folder, y_val, scores)  # what the threshold is chosen on: out of sample
+    summary["models"][spec.name] = {
+        "kind": spec.kind,
+        "dir": str(folder),
+        "train_seconds": round(seconds, 3),
+        "validation_roc_auc": auc,
+        "rows": rows,
+    }
+    for key in ("validation", "learning_curve", "tuning", "calibration", "refit"):
+        if key in extra:
+            summary["models"][spec.name][key] = extra[key]
+    log.info("%s (%s): validation ROC-AUC %s in %.1f s", spec.name, spec.kind, auc, seconds)
+    return folder, np.asarray(scores)
 
 
 def tune_specs(

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from mlsd_ray.errors import CardError
@@ -38,6 +39,9 @@ class Fitted:
     seconds: float
     #: Facts for the manifest and the summary: best iteration, learning curve, tuning, run name.
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Out-of-sample validation scores when the model's own would be in sample (a blend's
+    #: combiner is fitted on validation: its cross-fitted scores); None = score validation.
+    validation_scores: np.ndarray | None = None
 
 
 def kind_params(spec: ModelSpec, card: DesignCard) -> dict[str, Any]:
@@ -95,7 +99,8 @@ def fit_transformer(
         workdir=workdir,
     )
     metrics = model.train_metrics_
-    keep = ("run_name", "step", "epoch", "samples_per_s", "resumed_from_step")
+    keep: tuple[str, ...] = ("run_name", "step", "epoch", "samples_per_s", "resumed_from_step")
+    keep += ("best_step", "best_epoch", "best_val_score", "evaluations", "stopped_early")
     return _timed(model, model.params, started, **{k: metrics[k] for k in keep if k in metrics})
 
 
@@ -161,3 +166,26 @@ def fit_ensemble(
     model: Any = get_kind(spec.kind).model_class()(inputs, **params)
     model.with_runner(ray_runner()).fit(train[inputs], train[LABEL].to_numpy())
     return _timed(model, params, started)
+
+
+def fit_blend(
+    spec: ModelSpec,
+    card: DesignCard,
+    train: pd.DataFrame,
+    val: pd.DataFrame,
+    workdir: Workdir,
+    members: dict[str, tuple[Any, np.ndarray]] | None = None,
+) -> Fitted:
+    """A cross-family ensemble (`mlsd_ray.models.blend`): its combiner fitted, cross-fitted, on
+    the members' out-of-sample validation scores. ``members``: name -> (package folder, those
+    scores), from the training stage, which trains a blend after everything else."""
+    params = kind_params(spec, card)
+    started = time.perf_counter()
+    members = members or {}
+    model: Any = get_kind(spec.kind).model_class()(card.feature_names, **params)
+    model.with_members({name: folder for name, (folder, _) in members.items()})
+    scores = np.column_stack([members[name][1] for name in model.names])
+    model.fit(val[card.feature_names], val[LABEL].to_numpy(), member_scores=scores)
+    fitted = _timed(model, params, started, combiner=model.state_, method=model.method)
+    fitted.validation_scores = model.oof_
+    return fitted

@@ -31,13 +31,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from mlsd_ray.errors import CardError, ModelError
 from mlsd_ray.models.amp import Amp
 from mlsd_ray.models.transformer import (
     WEIGHTS,
     Batch,
+    BestCheckpoint,
     LoopHooks,
     LoopState,
     TextClassifierNet,
@@ -64,6 +65,10 @@ log = logging.getLogger(__name__)
 
 LABEL = "label"
 LOOP_STATE = "loop_state.json"
+#: In a checkpoint: the early-stopping record, and the best validation's weights when they are
+#: not the checkpoint's own (a later step's checkpoint keeps the best one it has seen).
+BEST_STATE = "best_checkpoint.json"
+BEST_WEIGHTS = "best_weights.safetensors"
 #: Settings that change what a training step computes; a run name hashes them with the data.
 FINGERPRINT_FIELDS = (
     "pretrained",
@@ -121,16 +126,22 @@ class Run:
     amp: Amp
     tokenizer: Any
     state: LoopState
+    best: BestCheckpoint
+    #: A CPU copy of the best validation's weights while they differ from the live ones.
+    best_weights: dict[str, torch.Tensor] | None = None
 
 
 def write_checkpoint(
     path: Path, run: Run, head: dict[str, Any], state: LoopState, metrics: dict[str, Any]
 ) -> None:
-    """A loadable model package plus what resuming needs: the loop state (data position) and
-    the optimizer, scheduler, GradScaler and RNG states (`train_state`)."""
+    """A loadable model package plus what resuming needs: the loop state (data position), the
+    optimizer, scheduler, GradScaler and RNG states (`train_state`) and the best so far."""
     save_net(path, unwrap(run.net), run.tokenizer, head)
     save_train_state(path, run.optimizer, run.scheduler, run.amp.scaler)
     (path / LOOP_STATE).write_text(json.dumps({**state.to_dict(), "metrics": metrics}, indent=2))
+    (path / BEST_STATE).write_text(json.dumps(run.best.to_dict(), indent=2))
+    if run.best_weights is not None and run.best.best_step != state.step:
+        save_file(run.best_weights, str(path / BEST_WEIGHTS))
 
 
 def restore_weights(path: Path, net: TextClassifierNet) -> LoopState:
@@ -138,11 +149,41 @@ def restore_weights(path: Path, net: TextClassifierNet) -> LoopState:
     return LoopState.from_dict(json.loads((path / LOOP_STATE).read_text()))
 
 
+def weights_copy(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A CPU copy of the weights (safetensors needs contiguous tensors)."""
+    return {k: v.detach().cpu().clone().contiguous() for k, v in unwrap(net).state_dict().items()}
+
+
+def restore_best(
+    path: Path, patience: int
+) -> tuple[BestCheckpoint, dict[str, torch.Tensor] | None]:
+    """The early-stopping record and best weights a checkpoint holds (none before this
+    feature: the checkpoint's own weights count as the best)."""
+    if not (path / BEST_STATE).is_file():
+        return BestCheckpoint(patience), None
+    best = BestCheckpoint.from_dict(json.loads((path / BEST_STATE).read_text()), patience)
+    weights = load_file(str(path / BEST_WEIGHTS)) if (path / BEST_WEIGHTS).is_file() else None
+    return best, weights
+
+
+def load_selected(path: Path, selection: str) -> tuple[TextClassifierNet, Any]:
+    """The net to package from a final checkpoint: the best validation's weights (``best``,
+    when a later step holds them aside) or the checkpoint's own (``last``)."""
+    net, tokenizer, _ = load_net(path)
+    if selection == "best" and (path / BEST_WEIGHTS).is_file():
+        net.load_state_dict(load_file(str(path / BEST_WEIGHTS)))
+        net.eval()
+    return net, tokenizer
+
+
 # Hooks: validate, checkpoint, publish ------------------------------------------------------
 class _CheckpointHooks(LoopHooks):
-    """Checkpoint every ``checkpoint_every_steps`` and at the end of each epoch (with validation).
+    """Checkpoint every ``checkpoint_every_steps``; validate every ``eval_every_steps`` (if set)
+    and at the end of each epoch, keeping the best validation's weights and deciding early
+    stopping (`BestCheckpoint`).
 
-    Subclasses decide where a checkpoint goes (`publish`) and whether this process validates.
+    Subclasses decide where a checkpoint goes (`publish`), whether this process validates, and
+    how the ranks agree on stopping (`agree`).
     """
 
     def __init__(
@@ -155,34 +196,60 @@ class _CheckpointHooks(LoopHooks):
     ) -> None:
         self.run, self.net, self.tokenizer, self.head = run, run.model, run.tokenizer, head
         self.every = int(params.get("checkpoint_every_steps", 50))
+        self.eval_every = params.get("eval_every_steps")
+        self.keep_best = params.get("checkpoint_selection", "best") == "best"
         self.max_length = int(params.get("max_length", 64))
         self.validation = validation
         self.resumed_from_step = resumed_from_step
         self.last_checkpoint_step = resumed_from_step
+        self.last_eval_step = -1
+        self.last_val: dict[str, Any] = {}
         self.reports = 0
         self.progress = ProgressLog.from_params(params)
 
     def after_step(self, state: LoopState, loss: float, last_in_epoch: bool) -> None:
         # The end of an epoch checkpoints anyway (with validation); do not save twice.
-        saved = state.step % self.every == 0 and not last_in_epoch
-        if saved:
+        evaluate_now = bool(self.eval_every) and state.step % int(self.eval_every or 1) == 0
+        if evaluate_now and not last_in_epoch:
+            self._save(state, {"train_loss": loss, **self._validate(state)})
+        elif state.step % self.every == 0 and not last_in_epoch:
             self._save(state, {"train_loss": loss})
+        saved = state.step == self.last_checkpoint_step
         self.progress.write(state, loss, checkpoint=saved or last_in_epoch)
 
     def after_epoch(self, state: LoopState, train_loss: float, stats: dict[str, float]) -> None:
         metrics: dict[str, Any] = {"train_loss": train_loss, **stats}
+        # An early stop inside the epoch validated at this step already: report that one.
+        validated = self.last_val if state.step == self.last_eval_step else self._validate(state)
+        metrics.update(validated)
+        log.info("epoch end: %s", {**state.to_dict(), **metrics})
+        self._save(state, metrics)
+
+    def should_stop(self) -> bool:
+        return self.run.best.stopped
+
+    def _validate(self, state: LoopState) -> dict[str, Any]:
+        """Score the validation split (where this process validates), update the best and the
+        early-stopping decision, and make every rank agree on it."""
+        self.last_eval_step = state.step
+        metrics: dict[str, Any] = {}
         if self.validation is not None:
             texts, labels = self.validation()
             val_loss, proba = evaluate(self.net, self.tokenizer, texts, labels, self.max_length)
-            metrics["val_loss"] = val_loss
-            metrics["val_roc_auc"] = roc_auc(labels, proba)
-        log.info("epoch end: %s", {**state.to_dict(), **metrics})
-        self._save(state, metrics)
+            metrics = {"val_loss": val_loss, "val_roc_auc": roc_auc(labels, proba)}
+            self.last_val = metrics
+            if self.run.best.update(metrics, state) and self.keep_best:
+                self.run.best_weights = weights_copy(self.net)
+        self.run.best.stopped = self.agree(self.run.best.stopped)
+        if self.run.best.stopped:
+            log.info("early stop at step %d: %s", state.step, self.run.best.summary())
+        return metrics
 
     def _save(self, state: LoopState, metrics: dict[str, Any]) -> None:
         metrics = {
             **{k: v for k, v in metrics.items() if v is not None and not _is_nan(v)},
             **state.to_dict(),
+            **{k: v for k, v in self.run.best.summary().items() if v is not None},
             "resumed_from_step": self.resumed_from_step,
         }
         new = state.step != self.last_checkpoint_step  # an empty epoch has nothing new to save
@@ -195,6 +262,9 @@ class _CheckpointHooks(LoopHooks):
             write_checkpoint(path, self.run, self.head, state, metrics)
 
         return write
+
+    def agree(self, stop: bool) -> bool:
+        return stop
 
     def publish(
         self,
@@ -235,9 +305,21 @@ class ProgressLog:
 class _RayHooks(_CheckpointHooks):
     """Every worker reports at the same steps (report is a barrier); rank 0 writes the files."""
 
-    def __init__(self, *args: Any, rank: int, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, rank: int, world: int = 1, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.rank = self.progress.rank = rank
+        self.world = world
+
+    def agree(self, stop: bool) -> bool:
+        """Rank 0 alone validates; its decision goes to every rank, so all stop at one step
+        (DDP needs the same steps on every rank, and report is a barrier)."""
+        if self.world == 1:
+            return stop
+        import torch.distributed as dist
+
+        decision = [stop]
+        dist.broadcast_object_list(decision, src=0)
+        return bool(decision[0])
 
     def publish(
         self, metrics: dict[str, Any], write: Callable[[Path], None] | None, state: LoopState
@@ -291,6 +373,7 @@ def _setup(
     RNG states are restored last, so that nothing after them draws random numbers."""
     net, tokenizer = initial_net(params)
     state = restore_weights(checkpoint_dir, net) if checkpoint_dir else LoopState()
+    best, best_weights = _restored_best(params, checkpoint_dir, state, net)
     if device is not None:
         net.to(device)
     model = prepare(net)
@@ -306,7 +389,24 @@ def _setup(
     amp = Amp.for_device(str(params.get("precision", "fp32")), device_of(model))
     if checkpoint_dir:
         restore_train_state(checkpoint_dir, optimizer, scheduler, amp.scaler)
-    return Run(model, unwrap(model), optimizer, scheduler, amp, tokenizer, state)
+    return Run(
+        model, unwrap(model), optimizer, scheduler, amp, tokenizer, state, best, best_weights
+    )
+
+
+def _restored_best(
+    params: dict[str, Any], checkpoint_dir: Path | None, state: LoopState, net: TextClassifierNet
+) -> tuple[BestCheckpoint, dict[str, torch.Tensor] | None]:
+    """The best so far of a resumed run; a checkpoint written at the best step holds the best
+    weights as its own."""
+    patience = int(params.get("patience", 0))
+    if checkpoint_dir is None:
+        return BestCheckpoint(patience), None
+    best, weights = restore_best(checkpoint_dir, patience)
+    keep = params.get("checkpoint_selection", "best") == "best"
+    if keep and weights is None and best.best_score is not None and best.best_step == state.step:
+        weights = weights_copy(net)
+    return best, weights if keep else None
 
 
 def _head(params: dict[str, Any]) -> dict[str, Any]:
@@ -373,6 +473,7 @@ def train_worker(config: dict[str, Any]) -> None:
         validation if rank == 0 else None,  # rank 0 scores the whole validation set
         state.step,
         rank=rank,
+        world=world,
     )
     train_loop(
         run.model,
@@ -436,8 +537,10 @@ def _finished_result(name: str, storage_path: str, params: dict[str, Any]) -> An
     if result.checkpoint is None or "step" not in metrics:
         return None
     max_steps = params.get("max_steps")
-    done = int(metrics["epoch"]) >= int(params["epochs"]) or (
-        max_steps is not None and int(metrics["step"]) >= int(max_steps)
+    done = (
+        bool(metrics.get("stopped_early"))
+        or int(metrics["epoch"]) >= int(params["epochs"])
+        or (max_steps is not None and int(metrics["step"]) >= int(max_steps))
     )
     return result if done else None
 
@@ -496,7 +599,7 @@ def _train_with_ray(
             fix="check that the train split is not empty and see the worker logs above",
         )
     with result.checkpoint.as_directory() as folder:
-        net, tokenizer, _ = load_net(Path(folder))
+        net, tokenizer = load_selected(Path(folder), str(params["checkpoint_selection"]))
     return net, tokenizer, dict(result.metrics or {})
 
 
@@ -538,7 +641,7 @@ def _train_in_driver(
         raise ModelError("Training produced no checkpoint.", fix="check the train split")
     if hooks.reports == 0:  # nothing left to do: the finished run's metrics
         hooks.metrics = json.loads((folder / LOOP_STATE).read_text())["metrics"]
-    final, tokenizer, _ = load_net(folder)
+    final, tokenizer = load_selected(folder, str(params["checkpoint_selection"]))
     return final, tokenizer, hooks.metrics
 
 

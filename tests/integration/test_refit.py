@@ -1,7 +1,7 @@
-"""Refit on train + validation (``models.refit: true``) on real Online Shoppers rows: the package
-is the configuration refitted on all labelled rows with the selection run's number of rounds,
-while validation metrics, calibration and the threshold's validation scores stay those of the
-selection run (out of sample)."""
+"""Refit on train + validation (``models.refit``, on by default) on real Online Shoppers rows:
+the package is the configuration refitted on all labelled rows with the selection run's number
+of rounds, while validation metrics, calibration and the threshold's validation scores stay
+those of the selection run (out of sample)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,6 @@ def test_refit_packages_the_model_fitted_on_train_and_validation(
     card = load_card(
         CARD,
         overrides=[
-            "models.refit=true",
             "models.candidates.1.params={n_estimators: 200, max_depth: 3,"
             " early_stopping_rounds: 10}",
             "models.candidates.1.trainer={num_workers: 0}",

@@ -5,6 +5,7 @@ and no pickle anywhere. A new kind is tested here once it has an entry in `FAST`
 from __future__ import annotations
 
 import pickle
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ FAST: dict[str, dict[str, Any]] = {
     "lightgbm": {"n_estimators": 8, "max_depth": 2},
     "bagging": {"n_estimators": 2, "base": {"kind": "logreg"}},
     "stacking": {"folds": 2, "base": [{"kind": "logreg"}, {"kind": "majority"}]},
+    "blend": {"members": ["lr", "xgb"], "folds": 2},
 }
 #: What the trainer fills from the card (mlsd_ray.train.trainers.kind_params).
 TABULAR = {"numeric": ["x"], "categorical": ["cat"]}
@@ -87,10 +89,31 @@ def build(kind: str, task: str, inputs: list[str]) -> Any:
         params |= {"category": task, "n_classes": 3 if task == "multiclass" else 2}
     if kind == "mlp":  # as mlsd_ray.train.deep.deep_params fills it
         params["n_classes"] = {"binary": 2, "multiclass": 3, "regression": 1}[task]
+    if kind == "blend":  # as the training stage attaches them: other candidates' packages
+        return KINDS[kind].model_class()(inputs, **params).with_members(blend_members(inputs))
     if task == "regression" and "base" in params:  # members that regress
         small = {"kind": "xgboost", "params": {"n_estimators": 4, "max_depth": 2}}
         params["base"] = small if kind == "bagging" else [small, small]
     return KINDS[kind].model_class()(inputs, **params)
+
+
+def blend_members(inputs: list[str]) -> dict[str, Path]:
+    """Two member packages of different families (logreg, xgboost) fitted on the binary data."""
+    X, y, schema = data("logreg", "binary")
+    folder = Path(tempfile.mkdtemp(prefix="blend-members-"))
+    out = {}
+    for name, kind in (("lr", "logreg"), ("xgb", "xgboost")):
+        model = build(kind, "binary", inputs).fit(X, y)
+        manifest = ModelManifest(
+            name=name,
+            kind=kind,
+            category="binary",
+            inputs=schema,
+            classes=["neg", "pos"],
+            params=model.params,
+        )
+        out[name] = save_package(model, folder / name, manifest)
+    return out
 
 
 def answers(model: Any, task: str, X: pd.DataFrame) -> np.ndarray:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from mlsd_ray.errors import CardError
 from mlsd_ray.spec import DesignCard, load_card
@@ -77,3 +78,24 @@ def test_a_card_without_text_input_is_refused() -> None:
     c = card("framing.inputs.0.type=string")
     with pytest.raises(CardError, match="exactly one input of type text"):
         transformer_params(c.models.candidates[0], c)
+
+
+def test_early_stopping_packages_the_best_validation(tmp_path: Path) -> None:
+    # Validation labels are the opposite of training's: the more the model learns, the worse it
+    # scores there, so validation stops improving and training must stop `patience` later.
+    train, val = split(160, 0), split(60, 1)
+    val = val.assign(label=1 - val["label"])
+    c = card(
+        "models.candidates.0.trainer.epochs=3",
+        "models.candidates.0.trainer.eval_every_steps=2",
+        "models.candidates.0.trainer.patience=2",
+    )
+    model = train_transformer(c.models.candidates[0], c, train, val, tmp_path, str(tmp_path / "r"))
+    m = model.train_metrics_
+    assert m["stopped_early"] is True and m["step"] < 30  # 3 epochs would be 30 steps
+    assert m["step"] == m["best_step"] + 2 * 2  # two evaluations of two steps without a better one
+    assert m["evaluations"] == m["step"] // 2
+    # The packaged weights are the best validation's, not the last step's.
+    packaged = roc_auc_score(val["label"], model.predict_proba(val)[:, 1])
+    assert packaged == pytest.approx(m["best_val_score"], abs=1e-6)
+    assert packaged > m["val_roc_auc"]
