@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import logging
 import os
@@ -39,7 +40,19 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.serve import CARD, free_port, minilm_package, start_ray, tweets, wait_ready  # noqa: E402
+
+def _bench_serve() -> Any:
+    """bench/serve.py's helpers (Ray start, MiniLM package, tweets), loaded by path: the bench
+    folder is scripts, not a package."""
+    spec = importlib.util.spec_from_file_location("bench_serve", REPO / "bench" / "serve.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _bench_serve()
+CARD: Path = bench.CARD
 
 log = logging.getLogger("bench.soak")
 APP = "soak"
@@ -213,28 +226,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from mlsd_ray.settings import Workdir
     from mlsd_ray.spec import load_card
 
-    port = free_port()
+    port = bench.free_port()
     card = load_card(
         CARD,
         overrides=[
             f"name={APP}",
             f"deployment.port={port}",
-            f"deployment.haproxy.stats_port={free_port()}",
-            f"deployment.haproxy.metrics_port={free_port()}",
+            f"deployment.haproxy.stats_port={bench.free_port()}",
+            f"deployment.haproxy.metrics_port={bench.free_port()}",
             *args.set,
         ],
     )
-    model_dir = args.model_dir or minilm_package(Path(tempfile.mkdtemp(prefix="soak_")) / "m")
-    texts = tweets()
+    model_dir = args.model_dir or bench.minilm_package(Path(tempfile.mkdtemp(prefix="soak_")) / "m")
+    texts = bench.tweets()
     load_before = os.getloadavg()
     proxy.prepare(card)  # the proxy is fixed when Ray starts: its variables go in first
-    start_ray()
+    bench.start_ray()
     try:
         workdir = Workdir.of(tempfile.mkdtemp(prefix="soak_work_"))
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(build_application(card, workdir, model_dir=model_dir), name=APP, route_prefix="/")
         url = f"http://127.0.0.1:{port}"
-        wait_ready(url)
+        bench.wait_ready(url)
         cap = None
         if args.capacity_rps is None:
             log.info(

@@ -61,7 +61,7 @@ def choose_inference(card: DesignCard, model_dir: Path, val_uri: str) -> dict[st
         metric = card.evaluation.gate.metric
         measured = measure_paths(model_dir, frame, metric, d.replica_threads)
         choice = pick(measured, metric, d.inference_max_metric_change)
-    record(model_dir, choice)
+    choice = record(model_dir, choice)
     log.info("%s: serving path %s (%s)", manifest.name, choice["path"], choice["reason"])
     return choice
 
@@ -136,15 +136,17 @@ def pick(measured: dict[str, dict[str, Any]], metric: str, max_change: float) ->
     return {"path": best, "reason": reason, **choice}
 
 
-def record(model_dir: Path, choice: dict[str, Any]) -> None:
-    """Write the choice into the package manifest (what Serve and the registry read)."""
+def record(model_dir: Path, choice: dict[str, Any]) -> dict[str, Any]:
+    """Write the choice into the package manifest (what Serve and the registry read); returns
+    it as stored (JSON-safe), which the reports show too."""
     manifest = read_manifest(model_dir)
-    stored = _plain(choice)
+    stored: dict[str, Any] = _plain(choice)
     if manifest.metadata.get(CHOICE_KEY) != stored:
         updated = manifest.model_copy(
             update={"metadata": {**manifest.metadata, CHOICE_KEY: stored}}
         )
         (model_dir / MANIFEST).write_text(updated.model_dump_json(indent=2))
+    return stored
 
 
 def _plain(value: Any) -> Any:
