@@ -15,7 +15,9 @@ For each card (``systems/*.yaml`` but the ranking graph, which is tuned with its
 
 ``<out>/README.md`` gets one row per card. Each subprocess starts and ends its own local Ray
 (the card's proxy), so nothing is left running. ``--set KEY=VALUE`` goes to every card (e.g.
-smaller synthetic data for a quick proof); ``--cards`` picks some.
+smaller synthetic data for a quick proof; only the tuned keys reach the config, so a proof
+run's winners, measured under its overrides, belong in ``--config-dir`` of a scratch folder);
+``--cards`` picks some.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -79,7 +82,9 @@ def tune(card: str, model_dir: Path, workdir: Path, out: Path, config: Path, arg
         result = json.loads(done.stdout[done.stdout.index("{") :])
         row |= {"target_p99_ms": result["target_p99_ms"], "chosen": result["chosen"]}
     elif points:  # TuneError: nothing met the target; the sweep was still written
-        row |= {"chosen": None, "error": done.stderr.strip().splitlines()[-1:]}
+        said = [ln.strip() for ln in (done.stderr + done.stdout).splitlines() if "No setting" in ln]
+        target = re.search(r"p99 <= ([\d.]+) ms", said[0]) if said else None
+        row |= {"chosen": None, "error": said[:1], "target_p99_ms": target and target.group(1)}
     else:
         raise RuntimeError(f"{card}: the tuner failed:\n{done.stdout}\n{done.stderr}")
     ok = [p for p in points if p.get("p99_ms") not in ("", "None")]
