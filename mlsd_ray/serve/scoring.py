@@ -50,7 +50,8 @@ class BatchedModel:
         model_dir = await asyncio.to_thread(localize, config["model_dir"], config.get("source"))
         wanted = (str(model_dir), config.get("version"), config.get("inference"))
         # Intra-op threads = the replica's CPUs: torch's and ONNX Runtime's (which copies torch's).
-        torch.set_num_threads(int(config.get("threads", 1)))
+        if config.get("threads"):
+            torch.set_num_threads(int(config["threads"]))
         if wanted != self._loaded:
             # Loaded off the event loop: requests keep being answered by the old model until
             # the new one is ready, then a single assignment swaps them.

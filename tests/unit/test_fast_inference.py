@@ -336,3 +336,8 @@ def test_replica_threads_follow_num_cpus() -> None:
     for cpus, threads in (("0.5", 1), ("1", 1), ("2", 2), ("3.5", 3)):
         loaded = load_card(card, overrides=[f"deployment.num_cpus_per_replica={cpus}"])
         assert loaded.deployment.replica_threads == threads
+        # ... and reach the replica (BatchedModel.reconfigure sets torch's, which ONNX copies).
+        from mlsd_ray.serve.app import model_user_config
+
+        config = model_user_config(loaded, "1", REPO / "no-package")
+        assert config["threads"] == threads and config["inference"] == "auto"
