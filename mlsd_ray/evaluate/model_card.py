@@ -74,6 +74,29 @@ def _config(spec: Any) -> dict[str, Any]:
     return config
 
 
+def inference_lines(choice: dict[str, Any] | None) -> list[str]:
+    """The CPU path served (``deployment.inference``) and, under ``auto``, every path measured
+    on validation: metric, change against fp32, rows/s."""
+    if not choice:
+        return []
+    lines = [f"- **Serving path**: `{choice['path']}` ({choice['reason']})"]
+    paths = choice.get("paths") or {}
+    if paths:
+        metric = choice.get("metric", "metric")
+        lines += [
+            "",
+            f"| path | {metric} (validation) | change vs fp32 | rows/s |",
+            "|---|---|---|---|",
+        ]
+        for path, m in paths.items():
+            if m.get("available"):
+                row = f"| {path} | {_f(m['metric'])} | {m['change']:+.4f} | {m['rows_per_s']:g} |"
+            else:
+                row = f"| {path} | unavailable: {m.get('note', '')} | | |"
+            lines.append(row)
+    return lines
+
+
 def write_model_card(
     card: DesignCard,
     report: dict[str, Any],
@@ -114,6 +137,7 @@ def write_model_card(
         f"- **Latency** (single replica, one-row requests, {lat['requests']} calls): "
         f"p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms; budget "
         f"{card.requirements.latency_p99_ms:g} ms (priority: {card.requirements.priority})",
+        *inference_lines(report.get("inference", {}).get(name)),
         "",
         "## Test metrics",
         "",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mlsd_ray.evaluate.model_card import behaviour_lines, slice_lines
+from mlsd_ray.evaluate.model_card import behaviour_lines, inference_lines, slice_lines
 
 COLUMNS = ["roc_auc", "pr_auc", "f1", "precision", "recall", "accuracy"]
 REGRESSION_COLUMNS = ["rmse", "mae", "mse", "r2"]
@@ -69,6 +69,10 @@ def write_markdown(report: dict[str, Any], path: Path) -> Path:
         from mlsd_ray.evaluate.blends import report_lines as blend_lines
 
         lines += blend_lines(report["blends"])
+    if report.get("inference"):
+        lines += ["", "## Serving path (deployment.inference)", ""]
+        for name, choice in report["inference"].items():
+            lines += [f"### {name}", "", *inference_lines(choice), ""]
     if report.get("analysis"):
         lines += analysis_sections(report)
     if report.get("promotion"):

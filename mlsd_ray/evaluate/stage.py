@@ -25,6 +25,7 @@ from mlsd_ray.evaluate.analysis import (
     select_within_budget,
 )
 from mlsd_ray.evaluate.gate import Evidence, GateDecision, decide
+from mlsd_ray.evaluate.inference_choice import choose_inference
 from mlsd_ray.evaluate.model_card import write_model_card
 from mlsd_ray.evaluate.report import write_markdown
 from mlsd_ray.models.kinds import get_kind
@@ -175,10 +176,14 @@ def evaluate_models(
     thresholds: dict[str, float] = {}
     decisions: dict[str, Decision] = {}
     choices: dict[str, dict[str, Any]] = {}
+    inference: dict[str, dict[str, Any]] = {}
     val_uri = workdir.split_uri(card, "validation")
     for name in trained_models(card, workdir):
         log.info("evaluating %s on %s", name, data_uri)
         model_dir = workdir.model_dir(name)
+        # First: the CPU path (under ``auto``) is recorded in the package, so test scoring,
+        # the latency gate and Serve all run the path that will be served.
+        inference[name] = choose_inference(card, model_dir, val_uri)
         choices[name] = ensure_threshold(card, model_dir, partial(score_split, model_dir, val_uri))
         thresholds[name] = choices[name]["threshold"]
         decisions[name] = decision_of(model_dir)
@@ -295,6 +300,7 @@ def evaluate_models(
         "plots": [str(p) for p in plots],
         "dataset_version": _dataset_version(card, workdir),
         "thresholds": thresholds,
+        "inference": inference,
         "analysis": analysis,
         "champion_analysis": champion_analysis,
         "comparisons": evidence.comparisons,

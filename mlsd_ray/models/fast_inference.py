@@ -15,6 +15,11 @@ model computes its logits, so one registered version can be served any of these 
           (``$MLSD_ONNX_CACHE``, else the temp folder), named after the weights' hash, and
           read back by onnxruntime: no pickle anywhere; the package is left unchanged.
 
+``auto`` (the card default) is not a path: the evaluation stage measures each path on the
+validation split (`mlsd_ray.evaluate.inference_choice`) and records the one to serve in the
+package manifest (``metadata.inference_choice.path``); `resolve` reads it back, so Serve, batch
+evaluation and the registry's copies all run the recorded path.
+
 `use` attaches a path to a fitted ``TransformerTextClassifier`` (its ``runner_``); the
 ``Predictor`` calls it when the card asks for a path, so Serve replicas and batch evaluation
 run the same code. Texts are scored in chunks sorted by length, which cuts padding when a
@@ -42,6 +47,9 @@ log = logging.getLogger(__name__)
 
 Inference = Literal["fp32", "bf16", "int8", "onnx"]
 INFERENCE_PATHS: tuple[str, ...] = get_args(Inference)
+AUTO = "auto"
+#: The manifest metadata key holding evaluation's choice under ``auto``.
+CHOICE_KEY = "inference_choice"
 CHUNK = 64  # texts per forward pass, as predict_logits
 ONNX_OPSET = 17
 ONNX_INPUTS = ("input_ids", "attention_mask")
@@ -224,11 +232,21 @@ def onnx_file_for(package_dir: Path) -> Path:
 
 # Choosing a path --------------------------------------------------------------------------
 def check_inference(inference: str) -> None:
-    if inference not in INFERENCE_PATHS:
+    if inference not in (*INFERENCE_PATHS, AUTO):
         raise ModelError(
             f"Unknown inference path {inference!r}.",
-            fix=f"set deployment.inference to one of {list(INFERENCE_PATHS)}",
+            fix=f"set deployment.inference to one of {[AUTO, *INFERENCE_PATHS]}",
         )
+
+
+def resolve(inference: str | None, metadata: dict[str, Any]) -> str:
+    """The path to run for the card's ``inference``: ``auto`` = the path evaluation recorded
+    in the manifest, fp32 for a package evaluation has not measured (or a non-transformer)."""
+    check_inference(inference or "fp32")
+    if inference != AUTO:
+        return inference or "fp32"
+    recorded = metadata.get(CHOICE_KEY, {}).get("path", "fp32")
+    return str(recorded) if recorded in INFERENCE_PATHS else "fp32"
 
 
 def make_runner(

@@ -139,6 +139,8 @@ def model_user_config(card: DesignCard, version: str | None, package: Path) -> d
         "max_batch_size": b.max_batch_size,
         "batch_wait_timeout_s": b.batch_wait_timeout_s,
         "inference": card.deployment.inference,
+        # Intra-op threads = the replica's CPUs (Ray's OMP_NUM_THREADS only covers some paths).
+        "threads": card.deployment.replica_threads,
     }
 
 

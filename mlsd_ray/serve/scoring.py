@@ -17,6 +17,7 @@ import uuid
 from typing import Any, cast
 
 import pandas as pd
+import torch
 from ray import serve
 
 from mlsd_ray.monitor.log import PredictionLogger
@@ -48,6 +49,9 @@ class BatchedModel:
 
         model_dir = await asyncio.to_thread(localize, config["model_dir"], config.get("source"))
         wanted = (str(model_dir), config.get("version"), config.get("inference"))
+        # Intra-op threads = the replica's CPUs: torch's and ONNX Runtime's (which copies torch's).
+        if config.get("threads"):
+            torch.set_num_threads(int(config["threads"]))
         if wanted != self._loaded:
             # Loaded off the event loop: requests keep being answered by the old model until
             # the new one is ready, then a single assignment swaps them.
@@ -76,7 +80,7 @@ class BatchedModel:
         self._ready  # noqa: B018
 
     def describe(self) -> dict[str, Any]:
-        return self._ready.describe()
+        return self._ready.describe() | {"threads": torch.get_num_threads()}
 
     async def predict(self, instances: list[Any], request_id: str) -> dict[str, Any]:
         """Validate one request's instances, then wait for the batch that scores them.

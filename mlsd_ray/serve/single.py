@@ -67,4 +67,6 @@ class ModelIngress(BatchedModel, HttpEdge):
             "rollout": "none",
             "replica": self._replica,
             "pid": os.getpid(),  # which process answers (operators, the replica-kill test)
+            # The CPU path really run and its intra-op threads (= the replica's num_cpus).
+            **{k: v for k, v in self.describe().items() if k in ("inference", "threads")},
         }

@@ -68,8 +68,20 @@ def test_served_answer_matches_offline_prediction(ran) -> None:
     version, path = registry.fetch_model(card, workdir, "champion")
     assert answer["model_version"] == version
     test = read_split(card, workdir, "test").head(4)
-    offline = Predictor(path, version).predict(test["text"].tolist())
-    np.testing.assert_allclose(answer["predictions"], offline, atol=1e-5)
+    # deployment.inference: auto: the path evaluation recorded in the package, which the
+    # registry's copy carries and the replica runs.
+    offline = Predictor(path, version, inference=card.deployment.inference)
+    np.testing.assert_allclose(
+        answer["predictions"], offline.predict(test["text"].tolist()), atol=1e-5
+    )
+    report = json.loads((workdir.reports / "evaluation" / "report.json").read_text())
+    choice = report["inference"]["minilm"]
+    assert set(choice["paths"]) == {"fp32", "onnx", "int8", "bf16"} and choice["reason"]
+    assert read_manifest(workdir.model_dir("minilm")).metadata["inference_choice"] == choice
+    assert report["inference"]["tfidf_logreg"]["path"] == "fp32"
+    if read_manifest(path).kind == "transformer":
+        assert read_manifest(path).metadata["inference_choice"]["path"] == choice["path"]
+        assert offline.inference == choice["path"]
 
 
 def test_predictions_were_logged_and_monitored(ran) -> None:

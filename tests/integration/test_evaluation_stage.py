@@ -48,6 +48,9 @@ def test_threshold_is_chosen_on_validation_and_stored(evaluated) -> None:
     assert choice["rule"] == "max_recall_at_precision" and choice["split"] == "validation"
     assert choice["met"] and choice["achieved"]["precision"] >= 0.8
     assert manifest.threshold == choice["threshold"] == report["thresholds"]["tfidf_logreg"]
+    # deployment.inference: auto (the default) on a card without a transformer: fp32, recorded.
+    assert manifest.metadata["inference_choice"]["path"] == "fp32"
+    assert report["inference"]["tfidf_logreg"]["path"] == "fp32"
     assert report["metrics"]["tfidf_logreg"]["threshold"] == manifest.threshold
     # Serving decides with the stored threshold.
     predictor = Predictor(workdir.model_dir("tfidf_logreg"))
@@ -70,8 +73,15 @@ def test_report_holds_intervals_slices_latency_behaviour(evaluated) -> None:
         assert (out / f"{png}.png").stat().st_size > 1000, png
     md = (out / "report.md").read_text()
     assert "## Slices" in md and "p99 ms" in md and "Behavioural tests" in md
+    assert "## Serving path (deployment.inference)" in md
     card_md = (out / "model_card.md").read_text()
-    for needle in ("95% bootstrap CI", "dataset version", "Decision threshold", "![pr](pr.png)"):
+    for needle in (
+        "95% bootstrap CI",
+        "dataset version",
+        "Decision threshold",
+        "![pr](pr.png)",
+        "**Serving path**: `fp32`",
+    ):
         assert needle in card_md, needle
     assert json.loads((out / "report.json").read_text())["gate"]["passed"]
 

@@ -304,6 +304,10 @@ def test_prometheus_metrics_move(served):
     assert _total(now, "ray_mlsd_instances_total") >= 12
     scores = _total(now, "ray_mlsd_predicted_score_count")
     assert scores - _total(before, "ray_mlsd_predicted_score_count") >= 12
+    # A distribution, not only a count: the insults land above 0.5, the friendly posts below.
+    bucket = "ray_mlsd_predicted_score_bucket"
+    low = _total(now, bucket, le="0.5") - _total(before, bucket, le="0.5")
+    assert 0 < low < scores - _total(before, "ray_mlsd_predicted_score_count")
     assert _total(now, "ray_mlsd_model_info", model_version="test-1", inference="fp32") == 1
     # Serve's built-in request counter for the deployment, on the same endpoint.
     assert any(

@@ -85,6 +85,10 @@ def test_serve_uses_the_cards_inference_path(ray_cluster, package: Path, tmp_pat
         offline = Predictor(package, inference="onnx").predict(texts)
         assert served == pytest.approx(offline, abs=1e-5)
         assert served == pytest.approx(Predictor(package).predict(texts), abs=1e-5)
+        # Intra-op threads = the replica's num_cpus (0.5 -> at least one).
+        with httpx.Client(base_url=url, timeout=30) as client:
+            stats = client.get("/stats").json()
+        assert stats["inference"] == "onnx" and stats["threads"] == 1
     finally:
         if APP in serve.status().applications:
             serve.delete(APP)

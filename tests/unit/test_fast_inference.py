@@ -168,7 +168,7 @@ def test_int8_quantizes_the_encoder_but_its_ffn_outputs(package: Path) -> None:
 
 def test_card_option_selects_the_path(package: Path) -> None:
     card = load_card(REPO / "systems" / "harmful_content.yaml")
-    assert card.deployment.inference == "fp32"
+    assert card.deployment.inference == "auto"
     card = load_card(
         REPO / "systems" / "harmful_content.yaml", overrides=["deployment.inference=int8"]
     )
@@ -227,3 +227,117 @@ def test_empty_input_gives_empty_logits(package: Path) -> None:
     predictor = Predictor(package, inference="int8")
     assert predictor.model.runner_([]).shape == (0, 2)
     assert predictor.model.predict_proba(pd.DataFrame({"text": []})).shape == (0, 2)
+
+
+# deployment.inference: auto ---------------------------------------------------------------
+def measured(**paths: tuple[float, float]) -> dict[str, dict[str, object]]:
+    """(change, rows/s) per path, fp32 first; a path given as None is unavailable."""
+    out: dict[str, dict[str, object]] = {
+        "fp32": {"available": True, "change": 0.0, "rows_per_s": 100.0, "metric": 0.9}
+    }
+    for path, value in paths.items():
+        if value is None:
+            out[path] = {"available": False, "note": "runs as fp32 here"}
+        else:
+            out[path] = {
+                "available": True,
+                "change": value[0],
+                "rows_per_s": value[1],
+                "metric": 0.9 + value[0],
+            }
+    return out
+
+
+def test_auto_picks_the_fastest_path_within_the_tolerance() -> None:
+    from mlsd_ray.evaluate.inference_choice import pick
+
+    paths = measured(onnx=(0.0, 180.0), int8=(-0.004, 250.0), bf16=(-0.02, 400.0))
+    choice = pick(paths, "roc_auc", 0.005)
+    assert choice["path"] == "int8"  # bf16 is faster but changes ROC-AUC by 0.02
+    assert "2.50x" in choice["reason"] and "-0.0040" in choice["reason"]
+    assert pick(paths, "roc_auc", 0.05)["path"] == "bf16"
+    assert choice["paths"] == paths  # every path's change is kept for the reports
+
+
+def test_auto_falls_back_to_fp32_and_says_why() -> None:
+    from mlsd_ray.evaluate.inference_choice import pick
+
+    none_within = pick(
+        measured(onnx=(0.01, 180.0), int8=(-0.03, 250.0), bf16=None), "roc_auc", 0.005
+    )
+    assert none_within["path"] == "fp32"
+    assert "no fast path within ±0.005 roc_auc" in none_within["reason"]
+    assert "onnx +0.0100" in none_within["reason"] and "bf16 unavailable" in none_within["reason"]
+    slower = pick(measured(onnx=(0.0, 90.0), int8=None, bf16=None), "roc_auc", 0.005)
+    assert slower["path"] == "fp32" and "no faster than fp32" in slower["reason"]
+
+
+def test_auto_measures_records_and_serves_the_choice(package: Path, tmp_path: Path) -> None:
+    """On the tiny BERT: every path measured on a validation split, the choice written into
+    the manifest, and a Predictor asked for ``auto`` runs the recorded path."""
+    import shutil
+
+    from mlsd_ray.evaluate.inference_choice import choose_inference
+    from mlsd_ray.models.package import read_manifest
+
+    pkg = Path(shutil.copytree(package, tmp_path / "pkg"))
+    split = tmp_path / "validation"
+    split.mkdir()
+    toy_split(120, 7).to_parquet(split / "part-0.parquet")
+    card = load_card(
+        REPO / "systems" / "harmful_content.yaml", overrides=["deployment.num_cpus_per_replica=1"]
+    )
+    assert card.deployment.inference == "auto"
+    assert Predictor(pkg, inference="auto").describe()["inference"] == "fp32"  # not yet measured
+    choice = choose_inference(card, pkg, str(split))
+    paths = choice["paths"]
+    assert set(paths) == {"fp32", "onnx", "int8", "bf16"}
+    assert paths["onnx"]["available"] and abs(paths["onnx"]["change"]) < 1e-3
+    assert all(m["rows_per_s"] > 0 for m in paths.values() if m["available"])
+    assert choice["path"] in {"fp32", "onnx", "int8", "bf16"} and choice["reason"]
+    assert read_manifest(pkg).metadata["inference_choice"]["path"] == choice["path"]
+    assert Predictor(pkg, inference="auto").describe()["inference"] == choice["path"]
+    # The card's tolerance decides: zero admits only paths whose metric did not move at all.
+    strict = load_card(
+        REPO / "systems" / "harmful_content.yaml",
+        overrides=["deployment.inference_max_metric_change=0"],
+    )
+    strict_choice = choose_inference(strict, pkg, str(split))
+    for path, m in strict_choice["paths"].items():
+        if path == strict_choice["path"] and path != "fp32":
+            assert m["change"] == 0.0
+    # A path set by the card is not measured and the manifest keeps the last measurement.
+    fixed = load_card(
+        REPO / "systems" / "harmful_content.yaml", overrides=["deployment.inference=int8"]
+    )
+    assert choose_inference(fixed, pkg, str(split)) == {
+        "path": "int8",
+        "reason": "set by the card (deployment.inference)",
+    }
+
+
+def test_auto_is_fp32_for_other_kinds_without_error(tmp_path: Path) -> None:
+    from mlsd_ray.evaluate.inference_choice import choose_inference
+    from mlsd_ray.models.package import read_manifest
+
+    card = load_card(REPO / "systems" / "ad_click_ctr.yaml")
+    assert card.deployment.inference == "auto"  # the default on a card without a transformer
+    train = toy_split(60, 2)
+    model = TfidfLogReg(["text"]).fit(train[["text"]], train["label"].to_numpy())
+    save_package(model, tmp_path / "tfidf", manifest("tfidf_logreg"))
+    choice = choose_inference(card, tmp_path / "tfidf", "unused: nothing is measured")
+    assert choice["path"] == "fp32" and "one CPU path" in choice["reason"]
+    assert read_manifest(tmp_path / "tfidf").metadata["inference_choice"]["path"] == "fp32"
+    assert Predictor(tmp_path / "tfidf", inference="auto").describe()["inference"] == "fp32"
+
+
+def test_replica_threads_follow_num_cpus() -> None:
+    card = REPO / "systems" / "harmful_content.yaml"
+    for cpus, threads in (("0.5", 1), ("1", 1), ("2", 2), ("3.5", 3)):
+        loaded = load_card(card, overrides=[f"deployment.num_cpus_per_replica={cpus}"])
+        assert loaded.deployment.replica_threads == threads
+        # ... and reach the replica (BatchedModel.reconfigure sets torch's, which ONNX copies).
+        from mlsd_ray.serve.app import model_user_config
+
+        config = model_user_config(loaded, "1", REPO / "no-package")
+        assert config["threads"] == threads and config["inference"] == "auto"
