@@ -72,6 +72,9 @@ class RankingSpec(BaseModel):
         default_factory=lambda: {"two_tower": 100, "recent_popular": 50}
     )
     half_life_days: float = Field(7.0, gt=0)
+    #: Label windows the ranker learns from, back in time from the validation window (each as
+    #: long as it, in rows): more users to learn from, none after the validation window.
+    label_windows: int = Field(1, ge=1, le=10)
     bootstrap_resamples: int = Field(500, ge=0)
     online_store: OnlineStoreSpec = Field(default_factory=OnlineStoreSpec)
     ab: ABTest | None = None

@@ -33,6 +33,7 @@ from mlsd_ray.monitor.log import PredictionLogger
 from mlsd_ray.recsys.ab import ABTest, assign
 from mlsd_ray.recsys.bundle import ITEM_VIEW, SEEN, USER_VIEW, history_scores, load_bundle
 from mlsd_ray.recsys.features import OnlineStore, counts
+from mlsd_ray.recsys.pair_features import AFFINITY, affinity, rank_desc
 
 log = logging.getLogger(__name__)
 rec_api = FastAPI(title="mlsd-ray recommender", description="POST /recommend -> top-k items")
@@ -190,11 +191,12 @@ class RecIngress:
         mf, i2i = history_scores(self.bundle, seen)
         col = {item: j for j, item in enumerate(self.bundle.meta["items"])}
         idx = [col[i] for i in items]
-        frame: dict[str, list[float]] = {
-            "two_tower_score": tt.tolist(),
-            "item2item_score": i2i[idx].tolist(),
-            "mf_score": mf[idx].tolist(),
-        }
+        scores = {"two_tower": tt, "item2item": i2i[idx], "mf": mf[idx]}
+        frame: dict[str, list[float]] = {f"{n}_score": v.tolist() for n, v in scores.items()}
+        for name, v in scores.items():
+            frame[f"{name}_rank"] = rank_desc(v).tolist()
+        seen_rows = [col[i] for i in seen if i in col]
+        frame[AFFINITY] = affinity(seen_rows, idx, self.bundle.genres).tolist()
         for f in USER_VIEW.features:
             frame[f] = [float(u[f])] * len(items)
         for f in ITEM_VIEW.features:

@@ -73,7 +73,7 @@ def measure(requests: int = 300, redis_url: str = REDIS) -> dict[str, Any]:
     store = OnlineStore(redis_url, prefix)
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-recsys-") as tmp:
-        bundle = save_bundle(Path(tmp) / "bundle", retrievers, ranker, cfg, "bench")
+        bundle = save_bundle(Path(tmp) / "bundle", retrievers, ranker, cfg, "bench", data.items)
         try:
             publish_online(history, data, float(test[TS].min()), redis_url, prefix)
             users = sorted(set(test["user_id"]))

@@ -104,6 +104,7 @@ def _config(card: DesignCard) -> Any:
         ranker=spec.params_of(models, "two_stage") or TwoStageConfig().ranker,
         mf_factors=int(spec.params_of(models, "mf").get("factors", 64)),
         half_life_days=spec.half_life_days,
+        label_windows=spec.label_windows,
     )
 
 
@@ -134,7 +135,7 @@ def train_ranking(card: DesignCard, workdir: Workdir) -> dict[str, Any]:
     retrievers = fit_retrievers(history, data, cfg, storage_path, f"{card.name}_two_tower")
     folder = workdir.model_dir(spec.name)
     version = f"{card.name}-{int(time.time())}"
-    save_bundle(folder, retrievers, ranker, cfg, version)
+    save_bundle(folder, retrievers, ranker, cfg, version, data.items)
     manifest = ModelManifest(
         name=spec.name,
         kind="two_stage",
@@ -180,8 +181,10 @@ def evaluate_ranking(card: DesignCard, workdir: Workdir) -> dict[str, Any]:
     pop = retrievers["popular"]
     popularity = dict(zip(pop.items, pop.popularity, strict=True))
     t2 = float(test[TS].min())
+    candidate_lists: list[list[str]] = []
     metrics: dict[str, Any] = {}
     analysis: dict[str, Any] = {}
+    raw: dict[str, dict[str, Any]] = {}
     for m in [card.models.baseline, *card.models.candidates]:
         if m.kind == "two_stage":
             lists = recommend_two_stage(
@@ -191,12 +194,17 @@ def evaluate_ranking(card: DesignCard, workdir: Workdir) -> dict[str, Any]:
             lists = retrievers[m.kind].recommend(users, 100, seen)[0]
         rep = evaluate_lists(lists, relevant, counts, popularity, len(data.item_ids), (10, 100),
                              spec.bootstrap_resamples)  # fmt: skip
-        metrics[m.name] = {safe(k): v for k, v in rep.items() if not isinstance(v, dict)}
+        raw[m.name] = {k: v for k, v in rep.items() if not isinstance(v, dict)}
+        metrics[m.name] = {safe(k): v for k, v in raw[m.name].items()}
         intervals = {safe(k): v for k, v in rep["intervals"].items()}
         analysis[m.name] = {"intervals": intervals, "slices": rep["slices"]}
-    gate = decide(card, metrics, two_stage.name)
+        if m.kind == "two_stage":
+            candidate_lists = lists
+    champion = _champion(card, workdir, users, retrievers, history, data, t2, cfg)
+    gate = _gate(card, raw, two_stage.name, candidate_lists, relevant, champion)
     report = {"card": card.name, "candidate": two_stage.name, "metrics": metrics,
-              "analysis": analysis, "gate": gate, "users": len(users), "k": spec.k}  # fmt: skip
+              "analysis": analysis, "gate": gate, "users": len(users), "k": spec.k,
+              "champion": champion}  # fmt: skip
     out = workdir.reports / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2))
@@ -211,25 +219,64 @@ def safe(metric: str) -> str:
     return metric.replace("@", "_at_")
 
 
-def decide(card: DesignCard, metrics: dict[str, Any], candidate: str) -> dict[str, Any]:
-    """The gate on a higher-is-better ranking metric: the floor and, when asked, the baseline."""
+def _champion(
+    card: DesignCard,
+    workdir: Workdir,
+    users: list[str],
+    retrievers: dict[str, Any],
+    history: pd.DataFrame,
+    data: RecData,
+    now: float,
+    cfg: Any,
+) -> dict[str, Any] | None:
+    """The registry's champion bundle ranked for the same users: its lists and metrics."""
+    from mlsd_ray import registry
+    from mlsd_ray.recsys.bundle import load_bundle
+    from mlsd_ray.recsys.train import TwoTowerRecommender
+    from mlsd_ray.recsys.two_stage import recommend_two_stage
+
+    if registry.get_alias(card, workdir, registry.CHAMPION) is None:
+        return None
+    version, path = registry.fetch_model(card, workdir, registry.CHAMPION)
+    bundle = load_bundle(path)
+    mine = {**retrievers, "two_tower": TwoTowerRecommender(bundle.model, bundle.index)}
+    lists = recommend_two_stage(users, mine, bundle.ranker, history, data, now, cfg, 100)
+    return {"version": version, "lists": lists}
+
+
+def _gate(
+    card: DesignCard,
+    raw: dict[str, dict[str, Any]],
+    candidate: str,
+    lists: list[list[str]],
+    relevant: list[dict[str, float]],
+    champion: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The card's gate through ``evaluate.gate.decide``, as for every task: the floor, the
+    baseline, and the champion through a paired bootstrap over users (same users, same
+    resamples), so a lucky draw of users does not move the champion."""
+    from mlsd_ray.evaluate.gate import Evidence, decide
+    from mlsd_ray.recsys.metrics import paired_over_users, per_user_metrics
+
     g = card.evaluation.gate
-    value = metrics[candidate].get(safe(g.metric))
-    rules = [
-        {
-            "rule": f"{g.metric} >= {g.min_value}",
-            "passed": value is not None and value >= g.min_value,
+    ks = (10, 100)
+    evidence = Evidence()
+    champion_metrics = None
+    if champion is not None:
+        mine = per_user_metrics(lists, relevant, ks)
+        theirs = per_user_metrics(champion.pop("lists"), relevant, ks)
+        champion_metrics = {m: float(np.nanmean(v)) for m, v in theirs.items()}
+        champion["metrics"] = {safe(m): v for m, v in champion_metrics.items()}
+        resamples = card.ranking.bootstrap_resamples if card.ranking else 500
+        evidence.comparisons = {
+            m: paired_over_users(mine[m], theirs[m], m, g.improvement == "relative", resamples)
+            for m in mine
         }
-    ]
-    if g.must_beat_baseline and card.models.baseline.name != candidate:
-        base = metrics[card.models.baseline.name].get(safe(g.metric))
-        ok = value is not None and base is not None and value > base
-        rules.append(
-            {"rule": f"{g.metric} beats {card.models.baseline.name} ({base})", "passed": ok}
-        )
-    return {"metric": g.metric, "value": value, "rules": rules, "config": {"metric": g.metric},
-            "failed": [r["rule"] for r in rules if not r["passed"]],
-            "passed": all(r["passed"] for r in rules)}  # fmt: skip
+    base = card.models.baseline.name
+    baseline = raw.get(base) if base != candidate else None
+    decision = decide(g, raw[candidate], baseline, champion_metrics, evidence)
+    return {"metric": g.metric, "value": raw[candidate].get(g.metric), **decision.as_dict(),
+            "comparisons": evidence.comparisons}  # fmt: skip
 
 
 def write_markdown(report: dict[str, Any], path: Path) -> Path:
@@ -252,7 +299,8 @@ def write_markdown(report: dict[str, Any], path: Path) -> Path:
         lines.append(f"- {sl}: {v['users']} users, NDCG@10 {fmt(v.get('ndcg@10'))}")
     gate = report["gate"]
     lines += ["", f"## Promotion gate: {'PASSED' if gate['passed'] else 'FAILED'}", ""]
-    lines += [f"- {'pass' if r['passed'] else 'FAIL'} `{r['rule']}`" for r in gate["rules"]]
+    lines += [f"- {'pass' if r['passed'] else 'FAIL'} `{r['rule']}`: {r['detail']}"
+              for r in gate["rules"]]  # fmt: skip
     if report.get("promotion"):
         lines += ["", "## Registry", "", report["promotion"]["summary"]]
     path.write_text("\n".join(lines) + "\n")

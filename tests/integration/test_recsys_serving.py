@@ -59,7 +59,7 @@ def served(ray_cluster, tmp_path_factory):
     ranker = fit_ranker(train, val, data, cfg)
     retrievers = fit_retrievers(hist, data, cfg)
     tmp = tmp_path_factory.mktemp("recsys")
-    bundle = save_bundle(tmp / "bundle", retrievers, ranker, cfg, version="v-test")
+    bundle = save_bundle(tmp / "bundle", retrievers, ranker, cfg, "v-test", data.items)
     prefix = f"mlsd-test-i14-serve-{uuid.uuid4().hex[:8]}"
     publish_online(hist, data, float(t2), REDIS, prefix)
     port = free_port()
