@@ -58,6 +58,11 @@ class OnlineStoreSpec(BaseModel):
 class RankingSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    #: The user is the combination of these source columns, when the log has no user id (the
+    #: Open Bandit log's hashed user features: a user segment).
+    user_columns: list[str] | None = None
+    #: Drop what the user already interacted with (watch time: yes; ads shown again: no).
+    filter_seen: bool = True
     #: Side tables (RecBole atomic files: user_id, age, gender, occupation / item_id,
     #: release_year, class). ``package://`` URIs are read in place.
     users_uri: str | None = None

@@ -81,6 +81,7 @@ def save_bundle(
         "items": [str(i) for i in tt.items],
         "recent_popular": [str(recent.items[j]) for j in order[:500]],
         "retrieve": cfg.retrieve,
+        "filter_seen": cfg.filter_seen,
         "prior": list(map(float, mf._prior())),
     }
     (out / "bundle.json").write_text(json.dumps(meta))

@@ -47,6 +47,15 @@ def _read_source(card: DesignCard) -> pd.DataFrame:
         names = {k.split(":", 1)[0]: v for k, v in (src.rename or {}).items()}
         frames.append(frame.rename(columns=names))
     frame = pd.concat(frames, ignore_index=True)
+    spec = _spec(card)
+    if spec.user_columns:
+        missing = [c for c in spec.user_columns if c not in frame]
+        if missing:
+            raise CardError(
+                f"ranking.user_columns: {missing} not in the source (have {list(frame)[:12]}...).",
+                fix="name columns of data.sources",
+            )
+        frame["user_id"] = frame[spec.user_columns].astype(str).agg("|".join, axis=1)
     label = card.framing.label.column
     if label in frame and label != "rating":
         frame = frame.rename(columns={label: "rating"})
@@ -105,6 +114,7 @@ def _config(card: DesignCard) -> Any:
         mf_factors=int(spec.params_of(models, "mf").get("factors", 64)),
         half_life_days=spec.half_life_days,
         label_windows=spec.label_windows,
+        filter_seen=spec.filter_seen,
     )
 
 
@@ -191,7 +201,7 @@ def evaluate_ranking(card: DesignCard, workdir: Workdir) -> dict[str, Any]:
                 users, retrievers, bundle.ranker, history, data, t2, cfg, 100
             )
         else:
-            lists = retrievers[m.kind].recommend(users, 100, seen)[0]
+            lists = retrievers[m.kind].recommend(users, 100, seen if cfg.filter_seen else {})[0]
         rep = evaluate_lists(lists, relevant, counts, popularity, len(data.item_ids), (10, 100),
                              spec.bootstrap_resamples)  # fmt: skip
         raw[m.name] = {k: v for k, v in rep.items() if not isinstance(v, dict)}
@@ -350,3 +360,25 @@ def serve_ranking(card: DesignCard, workdir: Workdir, blocking: bool = False) ->
 
             serve.delete(card.name)
     return url
+
+
+def tune_ranking(card: DesignCard, workdir: Workdir) -> dict[str, Any]:
+    """What ``mlsd serve tune`` needs to sweep the ranking graph (retrieve, fetch features,
+    rank, filter, top k) instead of the model-package one: the card's features published to
+    the online store, a ``deploy`` per setting, and one ``/recommend`` body per test user."""
+    from dataclasses import asdict
+
+    from mlsd_ray.recsys.serving import build_graph
+
+    spec = _spec(card)
+    publish_features(card, workdir)
+    bundle = str(workdir.model_dir(_two_stage_spec(card).name))
+    store = spec.online_store
+
+    def deploy(tuned: DesignCard, setting: Any) -> Any:
+        return build_graph(bundle, store.url, store.prefix, tuning=asdict(setting))
+
+    test = _splits(card, workdir)[2]
+    users = sorted(set(test["user_id"]))
+    return {"deploy": deploy, "path": "/recommend",
+            "bodies": [{"user_id": u, "k": spec.k} for u in users]}  # fmt: skip

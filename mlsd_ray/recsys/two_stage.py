@@ -58,6 +58,8 @@ class TwoStageConfig:
     half_life_days: float = 7.0
     #: per-user ranks of the retrieval scores and the user-item genre affinity (pair_features)
     pair_features: bool = True
+    #: drop the items a user has interacted with (not for ads, which are shown again)
+    filter_seen: bool = True
     #: label windows the ranker learns from, back in time from the validation window
     label_windows: int = 1
 
@@ -94,7 +96,8 @@ def pair_frame(
 ) -> pd.DataFrame:
     """Candidates of ``users`` with every ranker feature as of ``now``."""
     seen = seen_items(history)
-    pairs = candidates(users, [(retrievers[n], k) for n, k in cfg.retrieve.items()], seen)
+    exclude = seen if cfg.filter_seen else {}
+    pairs = candidates(users, [(retrievers[n], k) for n, k in cfg.retrieve.items()], exclude)
     pairs = score_pairs(pairs, [retrievers[n] for n in cfg.score_with])
     if cfg.pair_features:
         pairs = add_ranks(pairs, [f"{n}_score" for n in cfg.score_with])
