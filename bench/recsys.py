@@ -35,9 +35,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "pair_features": {},
     "pair_features+i2i_50": {"retrieve": {"two_tower": 100, "recent_popular": 50, "item2item": 50}},
     "pair_features+recent_100": {"retrieve": {"two_tower": 100, "recent_popular": 100}},
-    "pair_features+recent_100+i2i_50": {
-        "retrieve": {"two_tower": 100, "recent_popular": 100, "item2item": 50}
-    },
     "pair_features+recent_100+2_windows": {
         "retrieve": {"two_tower": 100, "recent_popular": 100},
         "label_windows": 2,
@@ -51,11 +48,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "label_windows": 3,
         "ranker": {"num_leaves": 15, "rounds": 300, "min_data_in_leaf": 50},
     },
-    "pair_features+15_leaves": {
-        "ranker": {"num_leaves": 15, "rounds": 300, "min_data_in_leaf": 50}
-    },
-    "pair_features+3_leaves": {"ranker": {"num_leaves": 3, "rounds": 300, "min_data_in_leaf": 50}},
-    "pair_features+demographics": {"drop_features": ()},
 }
 
 

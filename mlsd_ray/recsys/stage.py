@@ -157,8 +157,10 @@ def train_ranking(card: DesignCard, workdir: Workdir) -> dict[str, Any]:
                   "ranker_features": ranker.features},
     )  # fmt: skip
     (folder / MANIFEST).write_text(manifest.model_dump_json(indent=2))
-    summary = {"models": [spec.name], "seconds": round(time.perf_counter() - started, 1),
-               "bundle": str(folder)}  # fmt: skip
+    seconds = round(time.perf_counter() - started, 1)
+    # The shape of every task's train summary (the console and the HTML report read it).
+    summary = {"models": {spec.name: {"kind": "two_stage", "train_seconds": seconds}},
+               "seconds": seconds, "bundle": str(folder)}  # fmt: skip
     storage.write_json(str(workdir.summary_path("train")), summary)
     return summary
 
@@ -286,6 +288,7 @@ def _gate(
     baseline = raw.get(base) if base != candidate else None
     decision = decide(g, raw[candidate], baseline, champion_metrics, evidence)
     return {"metric": g.metric, "value": raw[candidate].get(g.metric), **decision.as_dict(),
+            "config": {"metric": safe(g.metric)},
             "comparisons": evidence.comparisons}  # fmt: skip
 
 
