@@ -51,7 +51,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def quality(driver: bool, n_resamples: int, select: bool) -> dict[str, Any]:
+def quality(driver: bool, n_resamples: int, select: bool) -> tuple[dict[str, Any], Any]:
+    """Every system's figures on the test window, and the two-stage settings used."""
     from dataclasses import replace
 
     from mlsd_ray.recsys.data import load_movielens, time_split
@@ -81,7 +82,7 @@ def quality(driver: bool, n_resamples: int, select: bool) -> dict[str, Any]:
         }
     base, best = out["popular"]["ndcg@10"], out["two_stage"]["ndcg@10"]
     out["two_stage_vs_popular_ndcg@10"] = best / base - 1 if base else None
-    return out
+    return out, cfg
 
 
 def main() -> None:
@@ -100,11 +101,12 @@ def main() -> None:
 
     torch.set_num_threads(1)
     started = time.perf_counter()
-    result: dict[str, Any] = {"quality": quality(args.driver, args.resamples, not args.no_select)}
+    scores, cfg = quality(args.driver, args.resamples, not args.no_select)
+    result: dict[str, Any] = {"quality": scores}
     if args.speed:
         from mlsd_ray.recsys.speed import measure
 
-        result["speed"] = measure(requests=args.requests)
+        result["speed"] = measure(requests=args.requests, cfg=cfg)
     result["seconds"] = round(time.perf_counter() - started, 1)
     for name, rep in result["quality"].items():
         if isinstance(rep, dict) and "ndcg@10" in rep:

@@ -72,7 +72,8 @@ class RankingSpec(BaseModel):
     #: Count only ratings of at least this much as relevant in evaluation (None: any).
     min_rating: float | None = None
     k: int = Field(10, ge=1, le=1000)
-    #: retriever -> candidates it adds per user (two_tower, recent_popular, mf, item2item).
+    #: retriever -> candidates it adds per user: two_tower, recent_popular (what the served
+    #: graph retrieves with).
     retrieve: dict[str, int] = Field(
         default_factory=lambda: {"two_tower": 100, "recent_popular": 50}
     )
@@ -86,6 +87,17 @@ class RankingSpec(BaseModel):
     #: Online metrics for ``mlsd ab``: feedback column -> rate (0/1, e.g. click) or mean
     #: (e.g. watch_s).
     ab_metrics: dict[str, MetricKind] = Field(default_factory=_click_rate)
+
+    @model_validator(mode="after")
+    def _served_retrievers(self) -> RankingSpec:
+        other = sorted(set(self.retrieve) - {"two_tower", "recent_popular"})
+        if other or any(n < 1 for n in self.retrieve.values()):
+            raise ValueError(
+                f"ranking.retrieve: {other or self.retrieve} - the served graph retrieves with "
+                "two_tower and recent_popular, at least 1 candidate each; "
+                "fix: e.g. {two_tower: 100, recent_popular: 100}"
+            )
+        return self
 
     def params_of(self, models: list[Any], kind: str) -> dict[str, Any]:
         for m in models:

@@ -76,6 +76,7 @@ def etl_ranking(card: DesignCard, workdir: Workdir) -> dict[str, Any]:
         "rows_ok": len(frame),
         "rows_quarantined": 0,
         "splits": {n: len(p) for n, p in zip(SPLITS, parts, strict=True)},
+        "rows_per_split": {n: len(p) for n, p in zip(SPLITS, parts, strict=True)},
         "time_cuts": [float(parts[1][TS].min()), float(parts[2][TS].min())],
     }
     storage.write_json(str(workdir.summary_path("etl")), summary)

@@ -18,6 +18,7 @@ TINY = [
     "models.candidates.3.params={epochs: 1, dim: 8, hidden: 16, num_workers: 0}",
     "models.candidates.4.params={num_leaves: 7, rounds: 20, min_data_in_leaf: 50}",
     "ranking.retrieve={two_tower: 30, recent_popular: 20}",
+    "ranking.label_windows=2",
     "ranking.bootstrap_resamples=50",
 ]
 
