@@ -349,9 +349,12 @@ def serve_tune(
 ) -> None:
     """Sweep batching, concurrency and replicas on 127.0.0.1; keep the most throughput with
     p99 <= requirements.latency_p99_ms; write it into the Serve config. Exit 2 if none does."""
+    from mlsd_ray.pipeline import own_stage
     from mlsd_ray.serve.tuner import tune
 
     c, w = _setup(card, workdir, set_)
+    # A task with its own graph (ranking) says how to deploy and load it.
+    graph = own(c, w) if (own := own_stage(c, "serve_tune")) else {}
     result = tune(
         c,
         w,
@@ -366,6 +369,7 @@ def serve_tune(
         clients=clients,
         requests=requests,
         max_seconds=max_seconds,
+        **graph,
     )
     _emit(result)
 

@@ -350,7 +350,10 @@ def stage_figures(name: str, r: Any) -> tuple[str, list[str]]:
             if score is None and val:
                 what = "rmse" if "rmse" in val else next(iter(val))
                 score = val.get(what)
-            parts.append(f"{model} {what} {_num(score)} ({m.get('train_seconds', 0):.0f} s)")
+            seconds = f"({m.get('train_seconds', 0):.0f} s)"
+            # A ranking system has no row-level validation score: its seconds alone.
+            parts.append(f"{model} {what} {_num(score)} {seconds}" if score is not None or val
+                         else f"{model} {seconds}")  # fmt: skip
         return "; ".join(parts), warnings
     if name == "evaluate":
         cand = r.get("candidate")

@@ -27,7 +27,7 @@ from mlsd_ray.workspace import push, synced
 log = logging.getLogger(__name__)
 
 
-def _own_stage(card: DesignCard, stage: str) -> Any:
+def own_stage(card: DesignCard, stage: str) -> Any:
     """The card's task's own function for ``stage`` (ranking runs mlsd_ray.recsys.stage), or
     None where the row-level stage below applies."""
     target = get_task(card.framing.category).own_stages.get(stage)
@@ -39,7 +39,7 @@ def etl(card: DesignCard, workdir: Workdir) -> dict[str, Any]:
     from mlsd_ray.data.etl import run_etl
     from mlsd_ray.lineage import prune_data_versions
 
-    if own := _own_stage(card, "etl"):  # recommendation: mlsd_ray.recsys.stage
+    if own := own_stage(card, "etl"):  # recommendation: mlsd_ray.recsys.stage
         return own(card, workdir)  # type: ignore[no-any-return]
 
     summary = run_etl(card, workdir)
@@ -52,7 +52,7 @@ def etl(card: DesignCard, workdir: Workdir) -> dict[str, Any]:
 def train(card: DesignCard, workdir: Workdir, only: list[str] | None = None) -> dict[str, Any]:
     from mlsd_ray.train.stage import train_models
 
-    if own := _own_stage(card, "train"):
+    if own := own_stage(card, "train"):
         return own(card, workdir)  # type: ignore[no-any-return]
 
     return train_models(card, workdir, only=only)
@@ -62,7 +62,7 @@ def train(card: DesignCard, workdir: Workdir, only: list[str] | None = None) -> 
 def evaluate(card: DesignCard, workdir: Workdir) -> dict[str, Any]:
     from mlsd_ray.evaluate.stage import evaluate_models
 
-    if own := _own_stage(card, "evaluate"):
+    if own := own_stage(card, "evaluate"):
         return own(card, workdir)  # type: ignore[no-any-return]
 
     return evaluate_models(card, workdir)
@@ -141,7 +141,7 @@ def register(
     }
     report["promotion"] = result
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
-    (_own_stage(card, "register_markdown") or write_markdown)(report, out_dir / "report.md")
+    (own_stage(card, "register_markdown") or write_markdown)(report, out_dir / "report.md")
     storage.write_json(str(workdir.summary_path("register")), result)
     return result
 

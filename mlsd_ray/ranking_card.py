@@ -58,6 +58,11 @@ class OnlineStoreSpec(BaseModel):
 class RankingSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    #: The user is the combination of these source columns, when the log has no user id (the
+    #: Open Bandit log's hashed user features: a user segment).
+    user_columns: list[str] | None = None
+    #: Drop what the user already interacted with (watch time: yes; ads shown again: no).
+    filter_seen: bool = True
     #: Side tables (RecBole atomic files: user_id, age, gender, occupation / item_id,
     #: release_year, class). ``package://`` URIs are read in place.
     users_uri: str | None = None
@@ -67,17 +72,32 @@ class RankingSpec(BaseModel):
     #: Count only ratings of at least this much as relevant in evaluation (None: any).
     min_rating: float | None = None
     k: int = Field(10, ge=1, le=1000)
-    #: retriever -> candidates it adds per user (two_tower, recent_popular, mf, item2item).
+    #: retriever -> candidates it adds per user: two_tower, recent_popular (what the served
+    #: graph retrieves with).
     retrieve: dict[str, int] = Field(
         default_factory=lambda: {"two_tower": 100, "recent_popular": 50}
     )
     half_life_days: float = Field(7.0, gt=0)
+    #: Label windows the ranker learns from, back in time from the validation window (each as
+    #: long as it, in rows): more users to learn from, none after the validation window.
+    label_windows: int = Field(1, ge=1, le=10)
     bootstrap_resamples: int = Field(500, ge=0)
     online_store: OnlineStoreSpec = Field(default_factory=OnlineStoreSpec)
     ab: ABTest | None = None
     #: Online metrics for ``mlsd ab``: feedback column -> rate (0/1, e.g. click) or mean
     #: (e.g. watch_s).
     ab_metrics: dict[str, MetricKind] = Field(default_factory=_click_rate)
+
+    @model_validator(mode="after")
+    def _served_retrievers(self) -> RankingSpec:
+        other = sorted(set(self.retrieve) - {"two_tower", "recent_popular"})
+        if other or any(n < 1 for n in self.retrieve.values()):
+            raise ValueError(
+                f"ranking.retrieve: {other or self.retrieve} - the served graph retrieves with "
+                "two_tower and recent_popular, at least 1 candidate each; "
+                "fix: e.g. {two_tower: 100, recent_popular: 100}"
+            )
+        return self
 
     def params_of(self, models: list[Any], kind: str) -> dict[str, Any]:
         for m in models:

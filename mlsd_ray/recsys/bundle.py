@@ -4,6 +4,7 @@
     bundle/index/          FAISS index of the item vectors
     bundle/ranker/         LightGBM text model + feature list
     bundle/mf_item_factors.npy, bundle/i2i_similarity.npy   scores the ranker uses as features
+    bundle/genres.npy      item x genre matrix (the genre-affinity pair feature)
     bundle/bundle.json     catalogue, recent-popular list, retrieval sizes, views, version
 
 No pickle: numpy arrays load with ``allow_pickle=False``. :func:`publish_online` materialises the
@@ -24,6 +25,7 @@ from mlsd_ray.recsys.baselines import ItemToItem, PureSVD, Recommender
 from mlsd_ray.recsys.data import RecData, seen_items
 from mlsd_ray.recsys.features import FeatureView, OnlineStore, materialize
 from mlsd_ray.recsys.index import ItemIndex
+from mlsd_ray.recsys.pair_features import genre_matrix
 from mlsd_ray.recsys.ranker import LambdaRanker
 from mlsd_ray.recsys.train import TwoTowerRecommender
 from mlsd_ray.recsys.two_stage import TwoStageConfig
@@ -43,6 +45,7 @@ class Bundle:
     mf_factors: np.ndarray
     i2i: np.ndarray
     meta: dict[str, Any]
+    genres: np.ndarray
 
     @property
     def items(self) -> list[str]:
@@ -55,7 +58,9 @@ def save_bundle(
     ranker: LambdaRanker,
     cfg: TwoStageConfig,
     version: str,
+    items: pd.DataFrame | None = None,
 ) -> Path:
+    """Write the bundle; ``items`` (the item table) gives the genres of the affinity feature."""
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     tt = retrievers["two_tower"]
@@ -67,6 +72,8 @@ def save_bundle(
     ranker.save(out / "ranker")
     np.save(out / "mf_item_factors.npy", mf.item_factors.astype(np.float32))
     np.save(out / "i2i_similarity.npy", i2i.similarity.astype(np.float32))
+    genres = genre_matrix(pd.DataFrame() if items is None else items, [str(i) for i in tt.items])
+    np.save(out / "genres.npy", genres.astype(np.float32))
     recent = retrievers["recent_popular"]
     order = np.argsort(-recent.popularity, kind="stable")
     meta = {
@@ -74,6 +81,7 @@ def save_bundle(
         "items": [str(i) for i in tt.items],
         "recent_popular": [str(recent.items[j]) for j in order[:500]],
         "retrieve": cfg.retrieve,
+        "filter_seen": cfg.filter_seen,
         "prior": list(map(float, mf._prior())),
     }
     (out / "bundle.json").write_text(json.dumps(meta))
@@ -89,6 +97,7 @@ def load_bundle(folder: str | Path) -> Bundle:
         mf_factors=np.load(src / "mf_item_factors.npy", allow_pickle=False),
         i2i=np.load(src / "i2i_similarity.npy", allow_pickle=False),
         meta=json.loads((src / "bundle.json").read_text()),
+        genres=np.load(src / "genres.npy", allow_pickle=False),
     )
 
 

@@ -43,7 +43,8 @@ class RecData:
     @property
     def item_ids(self) -> np.ndarray:
         """The catalogue: every item of the item table or of the interactions, sorted."""
-        ids = set(self.items[ITEM]) | set(self.interactions[ITEM])
+        listed = set(self.items[ITEM]) if ITEM in self.items else set()
+        ids = listed | set(self.interactions[ITEM])
         return np.array(sorted(ids, key=_id_key), dtype=object)
 
 
@@ -61,9 +62,25 @@ def normalise_interactions(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.copy()
     out[USER] = out[USER].astype(str)
     out[ITEM] = out[ITEM].astype(str)
-    out[TS] = pd.to_numeric(out[TS]).astype(np.float64)
+    out[TS] = _seconds(out[TS])
     out[RATING] = pd.to_numeric(out[RATING]) if RATING in out else 1.0
     return out.sort_values([TS, USER, ITEM], kind="stable").reset_index(drop=True)
+
+
+def _seconds(values: pd.Series) -> pd.Series:
+    """Timestamps as float seconds: numbers as they are, date-time strings (the Open Bandit
+    log's ISO times) as seconds since the epoch, UTC."""
+    numeric = pd.to_numeric(values, errors="coerce")
+    if numeric.notna().all():
+        return numeric.astype(np.float64)
+    try:
+        when = pd.to_datetime(values, utc=True)
+    except (ValueError, TypeError) as exc:
+        raise DataError(
+            f"interactions: timestamp values are neither numbers nor date-times ({exc}).",
+            fix="give the timestamp column as epoch seconds or ISO 8601 date-times",
+        ) from exc
+    return (when - pd.Timestamp(0, tz="UTC")).dt.total_seconds().astype(np.float64)
 
 
 def load_movielens(base: str = ML100K) -> RecData:

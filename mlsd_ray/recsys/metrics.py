@@ -144,3 +144,31 @@ def evaluate_lists(
 def _mean(v: np.ndarray) -> float | None:
     v = v[~np.isnan(v)]
     return float(v.mean()) if len(v) else None
+
+
+def paired_over_users(
+    challenger: np.ndarray,
+    champion: np.ndarray,
+    metric: str,
+    relative: bool = False,
+    n_resamples: int = 500,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Interval of mean(challenger) - mean(champion) (per-user values of the same users, in the
+    same order) on the same resamples of users; the shape of ``bootstrap.paired_difference``,
+    so the gate weighs it as it weighs any task's comparison."""
+    keep = ~(np.isnan(challenger) | np.isnan(champion))
+    a, b = challenger[keep], champion[keep]
+    interval = None
+    mean = None
+    if len(a) and n_resamples:
+        idx = resample_indices(len(a), n_resamples, seed)
+        ra, rb = a[idx].mean(axis=1), b[idx].mean(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            diff = (ra - rb) / np.abs(rb) if relative else ra - rb
+        diff = np.where(np.isfinite(diff), diff, np.nan)
+        interval = _interval(diff, confidence)
+        mean = float(np.nanmean(diff)) if interval else None
+    return {"metric": metric, "relative": relative, "mean": mean, "interval": interval,
+            "confidence": confidence, "n_resamples": n_resamples}  # fmt: skip

@@ -33,6 +33,7 @@ from mlsd_ray.monitor.log import PredictionLogger
 from mlsd_ray.recsys.ab import ABTest, assign
 from mlsd_ray.recsys.bundle import ITEM_VIEW, SEEN, USER_VIEW, history_scores, load_bundle
 from mlsd_ray.recsys.features import OnlineStore, counts
+from mlsd_ray.recsys.pair_features import AFFINITY, affinity, rank_desc
 
 log = logging.getLogger(__name__)
 rec_api = FastAPI(title="mlsd-ray recommender", description="POST /recommend -> top-k items")
@@ -50,8 +51,9 @@ class RecommendBody(BaseModel):
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25})
 class Retriever:
-    def __init__(self, bundle_dir: str) -> None:
+    def __init__(self, bundle_dir: str, batching: dict[str, float] | None = None) -> None:
         self.bundle = load_bundle(bundle_dir)
+        _set_batching(self.retrieve, batching)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
     async def retrieve(self, requests: list[tuple[str, list[str]]]) -> list[dict[str, Any]]:
@@ -61,7 +63,7 @@ class Retriever:
         n_tt = int(b.meta["retrieve"].get("two_tower", 100))
         n_pop = int(b.meta["retrieve"].get("recent_popular", 0))
         vectors = b.model.user_vectors([u for u, _ in requests])
-        extra = max(len(s) for _, s in requests)
+        extra = max(len(s) for _, s in requests)  # over-fetch: seen items are dropped
         found, _ = b.index.search(vectors, n_tt + extra)
         item_vectors = _item_vectors(b)
         col = {item: j for j, item in enumerate(b.meta["items"])}
@@ -78,6 +80,13 @@ class Retriever:
         return out
 
 
+def _set_batching(method: Any, batching: dict[str, float] | None) -> None:
+    """Apply ``mlsd serve tune``'s batch size and wait to a ``@serve.batch`` method."""
+    if batching:
+        method.set_max_batch_size(int(batching["max_batch_size"]))
+        method.set_batch_wait_timeout_s(float(batching["batch_wait_timeout_s"]))
+
+
 def _item_vectors(bundle: Any) -> np.ndarray:
     if not hasattr(bundle, "_item_vectors"):
         bundle._item_vectors = bundle.model.item_vectors()
@@ -86,8 +95,9 @@ def _item_vectors(bundle: Any) -> np.ndarray:
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25})
 class Ranker:
-    def __init__(self, bundle_dir: str) -> None:
+    def __init__(self, bundle_dir: str, batching: dict[str, float] | None = None) -> None:
         self.ranker = load_bundle(bundle_dir).ranker
+        _set_batching(self.score, batching)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
     async def score(self, frames: list[dict[str, list[float]]]) -> list[list[float]]:
@@ -146,11 +156,14 @@ class RecIngress:
         arm = assign(user, self.ab) if self.ab else None
         system = arm.system if arm else "two_stage"
         seen = self.store.get_list(SEEN, user, fallback=[])
+        # Ads are shown again: the bundle says whether seen items are dropped.
+        exclude = seen if self.bundle.meta.get("filter_seen", True) else []
         if system == "popular":
-            items = [i for i in self.bundle.meta["recent_popular"] if i not in set(seen)][: body.k]
+            items = [i for i in self.bundle.meta["recent_popular"] if i not in set(exclude)]
+            items = items[: body.k]
             scores = [float(body.k - j) for j in range(len(items))]
         else:
-            got = await self.retriever.retrieve.remote((user, seen))
+            got = await self.retriever.retrieve.remote((user, exclude))
             items, tt = got["items"], np.asarray(got["two_tower_score"])
             if system == "two_tower":
                 order = np.argsort(-tt, kind="stable")[: body.k]
@@ -190,11 +203,12 @@ class RecIngress:
         mf, i2i = history_scores(self.bundle, seen)
         col = {item: j for j, item in enumerate(self.bundle.meta["items"])}
         idx = [col[i] for i in items]
-        frame: dict[str, list[float]] = {
-            "two_tower_score": tt.tolist(),
-            "item2item_score": i2i[idx].tolist(),
-            "mf_score": mf[idx].tolist(),
-        }
+        scores = {"two_tower": tt, "item2item": i2i[idx], "mf": mf[idx]}
+        frame: dict[str, list[float]] = {f"{n}_score": v.tolist() for n, v in scores.items()}
+        for name, v in scores.items():
+            frame[f"{name}_rank"] = rank_desc(v).tolist()
+        seen_rows = [col[i] for i in seen if i in col]
+        frame[AFFINITY] = affinity(seen_rows, idx, self.bundle.genres).tolist()
         for f in USER_VIEW.features:
             frame[f] = [float(u[f])] * len(items)
         for f in ITEM_VIEW.features:
@@ -213,11 +227,20 @@ def build_graph(
     prefix: str,
     ab: dict[str, Any] | None = None,
     log_uri: str | None = None,
+    tuning: dict[str, float] | None = None,
 ) -> serve.Application:
+    """The graph; ``tuning`` (``max_batch_size``, ``batch_wait_timeout_s``,
+    ``max_ongoing_requests``, ``replicas``: a point of ``mlsd serve tune``) sets the batching of
+    the retriever and the ranker and every deployment's concurrency and replica count."""
     # Decorated classes are Deployments at run time; mypy sees the plain classes.
-    retriever = cast(Any, Retriever).bind(bundle_dir)
-    ranker = cast(Any, Ranker).bind(bundle_dir)
-    return cast(Any, RecIngress).bind(retriever, ranker, bundle_dir, redis_url, prefix, ab, log_uri)
+    opts: dict[str, Any] = {}
+    if tuning:
+        opts = {"num_replicas": int(tuning["replicas"]),
+                "max_ongoing_requests": int(tuning["max_ongoing_requests"])}  # fmt: skip
+    retriever = cast(Any, Retriever).options(**opts).bind(bundle_dir, tuning)
+    ranker = cast(Any, Ranker).options(**opts).bind(bundle_dir, tuning)
+    ingress = cast(Any, RecIngress).options(**opts)
+    return ingress.bind(retriever, ranker, bundle_dir, redis_url, prefix, ab, log_uri)  # type: ignore[no-any-return]
 
 
 def run_graph(

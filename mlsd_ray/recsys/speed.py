@@ -12,6 +12,7 @@ import asyncio
 import tempfile
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,10 @@ async def _load(url: str, users: list[str], clients: int, requests: int) -> dict
     return {**_percentiles(latencies), "failures": failures, "rps": requests / wall}
 
 
-def measure(requests: int = 300, redis_url: str = REDIS) -> dict[str, Any]:
+def measure(
+    requests: int = 300, redis_url: str = REDIS, cfg: TwoStageConfig | None = None
+) -> dict[str, Any]:
+    """The graph of ``cfg`` (the benchmark's chosen settings; defaults otherwise) under load."""
     from ray import serve
 
     from mlsd_ray.recsys.serving import run_graph
@@ -65,7 +69,7 @@ def measure(requests: int = 300, redis_url: str = REDIS) -> dict[str, Any]:
     ensure_ray(num_cpus=2)
     data = load_movielens()
     train, val, test = time_split(data.interactions)
-    cfg = TwoStageConfig(two_tower={"num_workers": 0})
+    cfg = replace(cfg or TwoStageConfig(), two_tower={"num_workers": 0})
     history = pd.concat([train, val], ignore_index=True)
     ranker = fit_ranker(train, val, data, cfg)
     retrievers = fit_retrievers(history, data, cfg)
@@ -73,7 +77,7 @@ def measure(requests: int = 300, redis_url: str = REDIS) -> dict[str, Any]:
     store = OnlineStore(redis_url, prefix)
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-recsys-") as tmp:
-        bundle = save_bundle(Path(tmp) / "bundle", retrievers, ranker, cfg, "bench")
+        bundle = save_bundle(Path(tmp) / "bundle", retrievers, ranker, cfg, "bench", data.items)
         try:
             publish_online(history, data, float(test[TS].min()), redis_url, prefix)
             users = sorted(set(test["user_id"]))

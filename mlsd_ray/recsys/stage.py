@@ -47,6 +47,15 @@ def _read_source(card: DesignCard) -> pd.DataFrame:
         names = {k.split(":", 1)[0]: v for k, v in (src.rename or {}).items()}
         frames.append(frame.rename(columns=names))
     frame = pd.concat(frames, ignore_index=True)
+    spec = _spec(card)
+    if spec.user_columns:
+        missing = [c for c in spec.user_columns if c not in frame]
+        if missing:
+            raise CardError(
+                f"ranking.user_columns: {missing} not in the source (have {list(frame)[:12]}...).",
+                fix="name columns of data.sources",
+            )
+        frame["user_id"] = frame[spec.user_columns].astype(str).agg("|".join, axis=1)
     label = card.framing.label.column
     if label in frame and label != "rating":
         frame = frame.rename(columns={label: "rating"})
@@ -67,6 +76,7 @@ def etl_ranking(card: DesignCard, workdir: Workdir) -> dict[str, Any]:
         "rows_ok": len(frame),
         "rows_quarantined": 0,
         "splits": {n: len(p) for n, p in zip(SPLITS, parts, strict=True)},
+        "rows_per_split": {n: len(p) for n, p in zip(SPLITS, parts, strict=True)},
         "time_cuts": [float(parts[1][TS].min()), float(parts[2][TS].min())],
     }
     storage.write_json(str(workdir.summary_path("etl")), summary)
@@ -104,6 +114,8 @@ def _config(card: DesignCard) -> Any:
         ranker=spec.params_of(models, "two_stage") or TwoStageConfig().ranker,
         mf_factors=int(spec.params_of(models, "mf").get("factors", 64)),
         half_life_days=spec.half_life_days,
+        label_windows=spec.label_windows,
+        filter_seen=spec.filter_seen,
     )
 
 
@@ -134,7 +146,7 @@ def train_ranking(card: DesignCard, workdir: Workdir) -> dict[str, Any]:
     retrievers = fit_retrievers(history, data, cfg, storage_path, f"{card.name}_two_tower")
     folder = workdir.model_dir(spec.name)
     version = f"{card.name}-{int(time.time())}"
-    save_bundle(folder, retrievers, ranker, cfg, version)
+    save_bundle(folder, retrievers, ranker, cfg, version, data.items)
     manifest = ModelManifest(
         name=spec.name,
         kind="two_stage",
@@ -146,8 +158,10 @@ def train_ranking(card: DesignCard, workdir: Workdir) -> dict[str, Any]:
                   "ranker_features": ranker.features},
     )  # fmt: skip
     (folder / MANIFEST).write_text(manifest.model_dump_json(indent=2))
-    summary = {"models": [spec.name], "seconds": round(time.perf_counter() - started, 1),
-               "bundle": str(folder)}  # fmt: skip
+    seconds = round(time.perf_counter() - started, 1)
+    # The shape of every task's train summary (the console and the HTML report read it).
+    summary = {"models": {spec.name: {"kind": "two_stage", "train_seconds": seconds}},
+               "seconds": seconds, "bundle": str(folder)}  # fmt: skip
     storage.write_json(str(workdir.summary_path("train")), summary)
     return summary
 
@@ -180,23 +194,30 @@ def evaluate_ranking(card: DesignCard, workdir: Workdir) -> dict[str, Any]:
     pop = retrievers["popular"]
     popularity = dict(zip(pop.items, pop.popularity, strict=True))
     t2 = float(test[TS].min())
+    candidate_lists: list[list[str]] = []
     metrics: dict[str, Any] = {}
     analysis: dict[str, Any] = {}
+    raw: dict[str, dict[str, Any]] = {}
     for m in [card.models.baseline, *card.models.candidates]:
         if m.kind == "two_stage":
             lists = recommend_two_stage(
                 users, retrievers, bundle.ranker, history, data, t2, cfg, 100
             )
         else:
-            lists = retrievers[m.kind].recommend(users, 100, seen)[0]
+            lists = retrievers[m.kind].recommend(users, 100, seen if cfg.filter_seen else {})[0]
         rep = evaluate_lists(lists, relevant, counts, popularity, len(data.item_ids), (10, 100),
                              spec.bootstrap_resamples)  # fmt: skip
-        metrics[m.name] = {safe(k): v for k, v in rep.items() if not isinstance(v, dict)}
+        raw[m.name] = {k: v for k, v in rep.items() if not isinstance(v, dict)}
+        metrics[m.name] = {safe(k): v for k, v in raw[m.name].items()}
         intervals = {safe(k): v for k, v in rep["intervals"].items()}
         analysis[m.name] = {"intervals": intervals, "slices": rep["slices"]}
-    gate = decide(card, metrics, two_stage.name)
+        if m.kind == "two_stage":
+            candidate_lists = lists
+    champion = _champion(card, workdir, users, retrievers, history, data, t2, cfg)
+    gate = _gate(card, raw, two_stage.name, candidate_lists, relevant, champion)
     report = {"card": card.name, "candidate": two_stage.name, "metrics": metrics,
-              "analysis": analysis, "gate": gate, "users": len(users), "k": spec.k}  # fmt: skip
+              "analysis": analysis, "gate": gate, "users": len(users), "k": spec.k,
+              "champion": champion}  # fmt: skip
     out = workdir.reports / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2))
@@ -211,25 +232,65 @@ def safe(metric: str) -> str:
     return metric.replace("@", "_at_")
 
 
-def decide(card: DesignCard, metrics: dict[str, Any], candidate: str) -> dict[str, Any]:
-    """The gate on a higher-is-better ranking metric: the floor and, when asked, the baseline."""
+def _champion(
+    card: DesignCard,
+    workdir: Workdir,
+    users: list[str],
+    retrievers: dict[str, Any],
+    history: pd.DataFrame,
+    data: RecData,
+    now: float,
+    cfg: Any,
+) -> dict[str, Any] | None:
+    """The registry's champion bundle ranked for the same users: its lists and metrics."""
+    from mlsd_ray import registry
+    from mlsd_ray.recsys.bundle import load_bundle
+    from mlsd_ray.recsys.train import TwoTowerRecommender
+    from mlsd_ray.recsys.two_stage import recommend_two_stage
+
+    if registry.get_alias(card, workdir, registry.CHAMPION) is None:
+        return None
+    version, path = registry.fetch_model(card, workdir, registry.CHAMPION)
+    bundle = load_bundle(path)
+    mine = {**retrievers, "two_tower": TwoTowerRecommender(bundle.model, bundle.index)}
+    lists = recommend_two_stage(users, mine, bundle.ranker, history, data, now, cfg, 100)
+    return {"version": version, "lists": lists}
+
+
+def _gate(
+    card: DesignCard,
+    raw: dict[str, dict[str, Any]],
+    candidate: str,
+    lists: list[list[str]],
+    relevant: list[dict[str, float]],
+    champion: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The card's gate through ``evaluate.gate.decide``, as for every task: the floor, the
+    baseline, and the champion through a paired bootstrap over users (same users, same
+    resamples), so a lucky draw of users does not move the champion."""
+    from mlsd_ray.evaluate.gate import Evidence, decide
+    from mlsd_ray.recsys.metrics import paired_over_users, per_user_metrics
+
     g = card.evaluation.gate
-    value = metrics[candidate].get(safe(g.metric))
-    rules = [
-        {
-            "rule": f"{g.metric} >= {g.min_value}",
-            "passed": value is not None and value >= g.min_value,
+    ks = (10, 100)
+    evidence = Evidence()
+    champion_metrics = None
+    if champion is not None:
+        mine = per_user_metrics(lists, relevant, ks)
+        theirs = per_user_metrics(champion.pop("lists"), relevant, ks)
+        champion_metrics = {m: float(np.nanmean(v)) for m, v in theirs.items()}
+        champion["metrics"] = {safe(m): v for m, v in champion_metrics.items()}
+        resamples = card.ranking.bootstrap_resamples if card.ranking else 500
+        evidence.comparisons = {
+            m: paired_over_users(mine[m], theirs[m], m, g.improvement == "relative", resamples)
+            for m in mine
         }
-    ]
-    if g.must_beat_baseline and card.models.baseline.name != candidate:
-        base = metrics[card.models.baseline.name].get(safe(g.metric))
-        ok = value is not None and base is not None and value > base
-        rules.append(
-            {"rule": f"{g.metric} beats {card.models.baseline.name} ({base})", "passed": ok}
-        )
-    return {"metric": g.metric, "value": value, "rules": rules, "config": {"metric": g.metric},
-            "failed": [r["rule"] for r in rules if not r["passed"]],
-            "passed": all(r["passed"] for r in rules)}  # fmt: skip
+    base = card.models.baseline.name
+    baseline = raw.get(base) if base != candidate else None
+    decision = decide(g, raw[candidate], baseline, champion_metrics, evidence)
+    return {"metric": g.metric, "value": raw[candidate].get(g.metric), **decision.as_dict(),
+            "config": {"metric": safe(g.metric)},
+            "comparisons": evidence.comparisons}  # fmt: skip
 
 
 def write_markdown(report: dict[str, Any], path: Path) -> Path:
@@ -252,7 +313,8 @@ def write_markdown(report: dict[str, Any], path: Path) -> Path:
         lines.append(f"- {sl}: {v['users']} users, NDCG@10 {fmt(v.get('ndcg@10'))}")
     gate = report["gate"]
     lines += ["", f"## Promotion gate: {'PASSED' if gate['passed'] else 'FAILED'}", ""]
-    lines += [f"- {'pass' if r['passed'] else 'FAIL'} `{r['rule']}`" for r in gate["rules"]]
+    lines += [f"- {'pass' if r['passed'] else 'FAIL'} `{r['rule']}`: {r['detail']}"
+              for r in gate["rules"]]  # fmt: skip
     if report.get("promotion"):
         lines += ["", "## Registry", "", report["promotion"]["summary"]]
     path.write_text("\n".join(lines) + "\n")
@@ -302,3 +364,25 @@ def serve_ranking(card: DesignCard, workdir: Workdir, blocking: bool = False) ->
 
             serve.delete(card.name)
     return url
+
+
+def tune_ranking(card: DesignCard, workdir: Workdir) -> dict[str, Any]:
+    """What ``mlsd serve tune`` needs to sweep the ranking graph (retrieve, fetch features,
+    rank, filter, top k) instead of the model-package one: the card's features published to
+    the online store, a ``deploy`` per setting, and one ``/recommend`` body per test user."""
+    from dataclasses import asdict
+
+    from mlsd_ray.recsys.serving import build_graph
+
+    spec = _spec(card)
+    publish_features(card, workdir)
+    bundle = str(workdir.model_dir(_two_stage_spec(card).name))
+    store = spec.online_store
+
+    def deploy(tuned: DesignCard, setting: Any) -> Any:
+        return build_graph(bundle, store.url, store.prefix, tuning=asdict(setting))
+
+    test = _splits(card, workdir)[2]
+    users = sorted(set(test["user_id"]))
+    return {"deploy": deploy, "path": "/recommend",
+            "bodies": [{"user_id": u, "k": spec.k} for u in users]}  # fmt: skip

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -19,7 +19,8 @@ import pandas as pd
 
 from mlsd_ray.recsys.baselines import ItemToItem, Popular, PureSVD, RecentPopular, Recommender
 from mlsd_ray.recsys.data import ITEM, TS, USER, RecData, relevant_items, seen_items
-from mlsd_ray.recsys.metrics import evaluate_lists
+from mlsd_ray.recsys.metrics import evaluate_lists, per_user_metrics
+from mlsd_ray.recsys.pair_features import add_affinity, add_ranks, genre_matrix
 from mlsd_ray.recsys.ranker import (
     LABEL,
     LambdaRanker,
@@ -55,6 +56,12 @@ class TwoStageConfig:
     drop_features: tuple[str, ...] = ("u_age", "u_gender", "u_occupation")
     mf_factors: int = 64
     half_life_days: float = 7.0
+    #: per-user ranks of the retrieval scores and the user-item genre affinity (pair_features)
+    pair_features: bool = True
+    #: drop the items a user has interacted with (not for ads, which are shown again)
+    filter_seen: bool = True
+    #: label windows the ranker learns from, back in time from the validation window
+    label_windows: int = 1
 
 
 def fit_retrievers(
@@ -89,11 +96,35 @@ def pair_frame(
 ) -> pd.DataFrame:
     """Candidates of ``users`` with every ranker feature as of ``now``."""
     seen = seen_items(history)
-    pairs = candidates(users, [(retrievers[n], k) for n, k in cfg.retrieve.items()], seen)
+    exclude = seen if cfg.filter_seen else {}
+    pairs = candidates(users, [(retrievers[n], k) for n, k in cfg.retrieve.items()], exclude)
     pairs = score_pairs(pairs, [retrievers[n] for n in cfg.score_with])
+    if cfg.pair_features:
+        pairs = add_ranks(pairs, [f"{n}_score" for n in cfg.score_with])
+        catalogue = [str(i) for i in data.item_ids]
+        rows = {item: j for j, item in enumerate(catalogue)}
+        pairs = add_affinity(pairs, seen, genre_matrix(data.items, catalogue), rows)
     return join_views(
         pairs, user_view(history, data.users, now), item_view(history, data.items, now)
     )
+
+
+def label_windows(
+    train: pd.DataFrame, val: pd.DataFrame, n: int
+) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
+    """``n`` (history, label window) pairs back in time: (train, val) first, then the same
+    number of rows as ``val`` just before it, labelled from the history before that, and so on.
+    More windows give the ranker more users to learn from; every one ends before ``val``'s end."""
+    out = [(train, val)]
+    history = train
+    for _ in range(n - 1):
+        if len(history) <= 2 * len(val):
+            break
+        cut = float(history[TS].iloc[-len(val)])
+        ts = history[TS].to_numpy()
+        out.append((history[ts < cut], history[ts >= cut]))
+        history = history[ts < cut]
+    return out
 
 
 def fit_ranker(
@@ -102,11 +133,27 @@ def fit_ranker(
     data: RecData,
     cfg: TwoStageConfig,
     storage_path: str | None = None,
+    retrievers: Mapping[str, Recommender] | None = None,
+    cache: dict[int, Mapping[str, Recommender]] | None = None,
 ) -> LambdaRanker:
-    retrievers = fit_retrievers(train, data, cfg, storage_path, "two_tower_ranker_window")
-    t1 = float(val[TS].min())
-    users = sorted(set(val["user_id"]))
-    frame = add_labels(pair_frame(users, retrievers, train, data, t1, cfg), val, cfg.target)
+    """The ranker on the candidates of the label windows' users (``label_windows``), labelled
+    by what they did in the window, with features as of its start. Retrievers are fitted on
+    each window's history (the first one's may be given; ``cache`` keeps them by history size)."""
+    cache = {} if cache is None else cache
+    if retrievers is not None:
+        cache[len(train)] = retrievers
+    frames = []
+    for w, (history, window) in enumerate(label_windows(train, val, cfg.label_windows)):
+        if len(history) not in cache:
+            name = f"two_tower_ranker_window_{w}"
+            cache[len(history)] = fit_retrievers(history, data, cfg, storage_path, name)
+        users = sorted(set(window[USER]))
+        now = float(window[TS].min())
+        frame = pair_frame(users, cache[len(history)], history, data, now, cfg)
+        frame = add_labels(frame, window, cfg.target)
+        frame[USER] = f"{w}:" + frame[USER]  # a user of two windows is two ranking groups
+        frames.append(frame)
+    frame = pd.concat(frames, ignore_index=True)
     log.info("ranker: %d pairs, %.3f positive", len(frame), float((frame["label"] > 0).mean()))
     features = [c for c in frame.columns if c not in (USER, ITEM, LABEL, *cfg.drop_features)]
     return LambdaRanker(features, **cfg.ranker).fit(frame)
@@ -158,3 +205,37 @@ def evaluate_systems(
         name: evaluate_lists(recs, relevant, counts, popularity, n_items, (10, 100), n_resamples)
         for name, recs in lists.items()
     }
+
+
+def select_config(
+    train: pd.DataFrame,
+    val: pd.DataFrame,
+    data: RecData,
+    base: TwoStageConfig,
+    variants: Mapping[str, Mapping[str, Any]],
+    storage_path: str | None = None,
+) -> tuple[str, dict[str, float]]:
+    """Choose the two-stage settings on the validation window only, never the test window.
+
+    The last eighth of ``train`` (as long as ``val`` in the 80/10/10 split) labels the ranker,
+    the retrievers refit on all of ``train`` retrieve for ``val``'s users, and each variant (a
+    change of ``base``'s ranker-side fields) is scored by NDCG@10 on ``val``. Returns the best
+    variant's name and every variant's score."""
+    ts = train[TS].to_numpy()
+    cut = float(np.quantile(ts, 0.875))
+    inner, inner_val = train[ts < cut], train[ts >= cut]
+    label_side = fit_retrievers(inner, data, base, storage_path, "two_tower_select_label")
+    rank_side = fit_retrievers(train, data, base, storage_path, "two_tower_select_rank")
+    truth = relevant_items(val)
+    users = sorted(truth)
+    relevant = [{i: 1.0 for i in truth[u]} for u in users]
+    now = float(val[TS].min())
+    scores: dict[str, float] = {}
+    cache: dict[int, Mapping[str, Recommender]] = {}
+    for name, change in variants.items():
+        cfg = replace(base, **change)
+        ranker = fit_ranker(inner, inner_val, data, cfg, storage_path, label_side, cache)
+        lists = recommend_two_stage(users, rank_side, ranker, train, data, now, cfg, 10)
+        scores[name] = float(np.nanmean(per_user_metrics(lists, relevant, (10,))["ndcg@10"]))
+        log.info("select: %s NDCG@10 on validation %.4f", name, scores[name])
+    return max(scores, key=lambda n: scores[n]), scores

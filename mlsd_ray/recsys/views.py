@@ -25,6 +25,7 @@ USER_FEATURES = (
 )
 ITEM_FEATURES = (
     "i_count",
+    "i_recent_1d",
     "i_recent_7d",
     "i_recent_30d",
     "i_mean_rating",
@@ -75,13 +76,14 @@ def user_view(history: pd.DataFrame, users: pd.DataFrame, now: float) -> pd.Data
 
 def item_view(history: pd.DataFrame, items: pd.DataFrame, now: float) -> pd.DataFrame:
     """Per item, from interactions strictly before ``now``: its share (per mille) of all
-    interactions, of those decayed with a 7 and a 30 day half-life, mean rating, days since its
+    interactions, of those decayed with a 1, 7 and 30 day half-life, mean rating, days since its
     first interaction; its release year."""
     past = history[history[TS] < now]
     age_days = (now - past[TS].to_numpy()) / DAY_S
     frame = pd.DataFrame(
         {
             ITEM: past[ITEM].to_numpy(),
+            "w1": np.power(0.5, age_days / 1.0),
             "w7": np.power(0.5, age_days / 7.0),
             "w30": np.power(0.5, age_days / 30.0),
             RATING: past[RATING].to_numpy(),
@@ -90,6 +92,7 @@ def item_view(history: pd.DataFrame, items: pd.DataFrame, now: float) -> pd.Data
     )
     agg = frame.groupby(ITEM).agg(
         i_count=(RATING, "size"),
+        i_recent_1d=("w1", "sum"),
         i_recent_7d=("w7", "sum"),
         i_recent_30d=("w30", "sum"),
         i_mean_rating=(RATING, "mean"),
@@ -98,7 +101,7 @@ def item_view(history: pd.DataFrame, items: pd.DataFrame, now: float) -> pd.Data
     agg["i_days_since_first"] = (now - agg.pop("first")) / DAY_S
     # Shares, not raw counts: windows differ in traffic, and a ranker trained on one window's
     # counts would misread the next one's.
-    for col in ("i_count", "i_recent_7d", "i_recent_30d"):
+    for col in ("i_count", "i_recent_1d", "i_recent_7d", "i_recent_30d"):
         total = float(agg[col].sum())
         agg[col] = 1000.0 * agg[col] / total if total > 0 else 0.0
     base = pd.DataFrame({ITEM: items[ITEM].astype(str)}) if ITEM in items else pd.DataFrame()

@@ -56,8 +56,10 @@ async def _run(
     instances_per_request: int,
     max_seconds: float,
     retries: int = 0,
+    path: str = "/predict",
+    bodies: Sequence[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    endpoint = f"{url.rstrip('/')}/predict"
+    endpoint = f"{url.rstrip('/')}{path}"
     next_request = 0
     latencies: list[float] = []
     timeline: list[tuple[float, float]] = []  # (seconds since start, latency ms) of answers
@@ -72,12 +74,16 @@ async def _run(
         while next_request < requests and time.perf_counter() < deadline:
             i = next_request
             next_request += 1
-            body = {
-                "instances": [
-                    instances[(i * instances_per_request + k) % len(instances)]
-                    for k in range(instances_per_request)
-                ]
-            }
+            body = (
+                bodies[i % len(bodies)]
+                if bodies
+                else {
+                    "instances": [
+                        instances[(i * instances_per_request + k) % len(instances)]
+                        for k in range(instances_per_request)
+                    ]
+                }
+            )
             headers = {"X-Request-Id": uuid.uuid4().hex}  # the same on every retry
             t0 = time.perf_counter()
             for attempt in range(retries + 1):
@@ -127,13 +133,26 @@ def load_test(
     instances_per_request: int = 1,
     max_seconds: float = 60.0,
     retries: int = 0,
+    path: str = "/predict",
+    bodies: Sequence[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Send ``requests`` POST /predict calls over ``clients`` connections; returns the figures
-    (``timeline``: start offset and latency of every answered request)."""
+    (``timeline``: start offset and latency of every answered request). ``path`` and whole
+    request ``bodies`` (taken in turn) serve another API, e.g. the recommender's /recommend."""
     if clients < 1 or requests < 1 or retries < 0:
         raise ValueError("clients and requests must be >= 1, retries >= 0")
     return asyncio.run(
-        _run(url, list(instances), clients, requests, instances_per_request, max_seconds, retries)
+        _run(
+            url,
+            list(instances),
+            clients,
+            requests,
+            instances_per_request,
+            max_seconds,
+            retries,
+            path,
+            bodies,
+        )
     )
 
 

@@ -18,7 +18,7 @@ import csv
 import itertools
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,8 +156,13 @@ def run_sweep(
     clients: int = 16,
     requests: int = 200,
     max_seconds: float = 15.0,
+    deploy: Callable[[DesignCard, Setting], Any] | None = None,
+    path: str = "/predict",
+    bodies: Sequence[dict[str, Any]] | None = None,
 ) -> list[Point]:
-    """Deploy each setting under ``<card>_tune`` on loopback and load-test it."""
+    """Deploy each setting under ``<card>_tune`` on loopback and load-test it. A task with its
+    own graph (ranking) gives ``deploy`` (card, setting -> Serve application), the ``path`` it
+    answers on and the request ``bodies`` to send."""
     import httpx
     from ray import serve
 
@@ -170,14 +175,21 @@ def run_sweep(
     host, port = _running_http("127.0.0.1", card.deployment.port)
     name, prefix = f"{card.name}_tune", f"/{card.name}_tune"
     url = base_url(host, port, prefix)
-    sample = list(instances) if instances else sample_instances(card, workdir)
+    if bodies:
+        sample: list[Any] = list(bodies)
+    else:
+        sample = list(instances) if instances else sample_instances(card, workdir)
     points: list[Point] = []
     try:
         for setting in settings:
             tuned = tuned_card(card, setting)
             # Rollouts stay off: the sweep measures the alias's model alone.
             tuned.deployment.rollout.mode = "none"
-            app = build_application(tuned, workdir, alias, model_dir)
+            app = (
+                deploy(tuned, setting)
+                if deploy
+                else build_application(tuned, workdir, alias, model_dir)
+            )
             if name in serve.status().applications:
                 # A clean start per point: no surge copies competing for CPUs, and no
                 # replica of the previous setting still answering during the measurement.
@@ -185,10 +197,9 @@ def run_sweep(
             serve.run(app, name=name, route_prefix=prefix)
             with httpx.Client(base_url=url, timeout=30) as client:  # warm-up: new replicas
                 for inst in sample[: max(2, setting.replicas * 2)]:
-                    client.post("/predict", json={"instances": [inst]})
-            result = load_test(
-                url, sample, clients=clients, requests=requests, max_seconds=max_seconds
-            )
+                    client.post(path, json=inst if bodies else {"instances": [inst]})
+            result = load_test(url, sample, clients=clients, requests=requests,
+                               max_seconds=max_seconds, path=path, bodies=bodies)  # fmt: skip
             point = Point(
                 setting,
                 requests_per_s=result["requests_per_s"],

@@ -28,6 +28,7 @@ class RankingTask(Task):
         "train": "mlsd_ray.recsys.stage:train_ranking",
         "evaluate": "mlsd_ray.recsys.stage:evaluate_ranking",
         "register_markdown": "mlsd_ray.recsys.stage:write_markdown",
+        "serve_tune": "mlsd_ray.recsys.stage:tune_ranking",
     }
 
     def answer(self, model: Any, frame: pd.DataFrame) -> np.ndarray:

@@ -59,14 +59,15 @@ def served(ray_cluster, tmp_path_factory):
     ranker = fit_ranker(train, val, data, cfg)
     retrievers = fit_retrievers(hist, data, cfg)
     tmp = tmp_path_factory.mktemp("recsys")
-    bundle = save_bundle(tmp / "bundle", retrievers, ranker, cfg, version="v-test")
+    bundle = save_bundle(tmp / "bundle", retrievers, ranker, cfg, "v-test", data.items)
     prefix = f"mlsd-test-i14-serve-{uuid.uuid4().hex[:8]}"
     publish_online(hist, data, float(t2), REDIS, prefix)
     port = free_port()
     url = run_graph(str(bundle), REDIS, prefix, port, name="recsys_test", ab=AB,
                     log_uri=str(tmp / "log"))  # fmt: skip
     ctx = {"url": url, "hist": hist, "data": data, "retrievers": retrievers, "ranker": ranker,
-           "cfg": cfg, "t2": float(t2), "tmp": tmp, "users": list(top)}  # fmt: skip
+           "cfg": cfg, "t2": float(t2), "tmp": tmp, "users": list(top), "bundle": str(bundle),
+           "prefix": prefix}  # fmt: skip
     yield ctx
     serve.delete("recsys_test")
     OnlineStore(REDIS, prefix).delete_prefix()
@@ -112,6 +113,32 @@ def test_popular_arm_bad_request_and_stats(served) -> None:
     assert cold.status_code == 200 and len(cold.json()["items"]) == 3
     stats = httpx.get(f"{served['url']}/stats", timeout=30).json()
     assert stats["online_store"]["missing_key"] >= 1 and stats["online_store"]["hit"] >= 1
+
+
+def test_serve_tune_sweeps_the_ranking_graph(served) -> None:
+    """``mlsd serve tune``'s sweep on the graph itself (retrieve, features, rank, filter, top
+    k): each point deploys the graph with that batching, concurrency and replica count and
+    load-tests /recommend. Two tiny points; no timing is asserted, only that both ran whole."""
+    from mlsd_ray.recsys.serving import build_graph
+    from mlsd_ray.serve.tuner import choose, grid, run_sweep
+    from mlsd_ray.spec import load_card
+    from tests.conftest import REPO
+
+    card = load_card(REPO / "systems" / "watch_time_ranking.yaml")
+    bodies = [{"user_id": u, "k": 10} for u in served["users"][:8]]
+
+    def deploy(tuned, setting):
+        tuning = {"max_batch_size": setting.max_batch_size, "replicas": setting.replicas,
+                  "batch_wait_timeout_s": setting.batch_wait_timeout_s,
+                  "max_ongoing_requests": setting.max_ongoing_requests}  # fmt: skip
+        return build_graph(served["bundle"], REDIS, served["prefix"], tuning=tuning)
+
+    settings = grid([1, 4], [0.002], [1])
+    points = run_sweep(card, None, settings, deploy=deploy, path="/recommend", bodies=bodies,
+                       clients=2, requests=12, max_seconds=120)  # fmt: skip
+    assert [p.setting.max_batch_size for p in points] == [1, 4]
+    assert all(p.ok == 12 and p.failed == 0 and p.p99_ms is not None for p in points)
+    assert choose(points, target_p99_ms=1e9) is not None
 
 
 def test_assignment_reaches_the_prediction_log(served) -> None:

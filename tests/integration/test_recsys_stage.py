@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from mlsd_ray import pipeline
+from mlsd_ray import pipeline, registry
 from mlsd_ray.settings import Workdir
 from mlsd_ray.spec import load_card
 from tests.conftest import REPO
@@ -18,6 +18,7 @@ TINY = [
     "models.candidates.3.params={epochs: 1, dim: 8, hidden: 16, num_workers: 0}",
     "models.candidates.4.params={num_leaves: 7, rounds: 20, min_data_in_leaf: 50}",
     "ranking.retrieve={two_tower: 30, recent_popular: 20}",
+    "ranking.label_windows=2",
     "ranking.bootstrap_resamples=50",
 ]
 
@@ -42,5 +43,22 @@ def test_ranking_card_stages(tmp_path, monkeypatch) -> None:
     gate = report["gate"]
     base = report["metrics"]["popular"]["ndcg_at_10"]
     assert gate["passed"] == (gate["value"] >= 0.2 and gate["value"] > base)
+    assert {r["rule"] for r in gate["rules"]} == {"min_value", "beats_baseline"}
     reg = pipeline.register(card, work, report)
     assert json.loads(json.dumps(reg, default=str))
+    assert reg["promoted"] == gate["passed"]
+
+    # A champion now exists (promoted or set by hand as an operator would): the gate is
+    # evaluate.gate's, so the same system again does not beat it (paired interval over users
+    # [0, 0]) and registration does not promote.
+    if not reg["promoted"]:
+        registry.set_alias(card, work, registry.CHAMPION, reg["registered_version"])
+    again = pipeline.evaluate(card, work)
+    assert again["champion"]["version"] == reg["registered_version"]
+    ours = again["metrics"]["two_stage"]["ndcg_at_10"]
+    assert again["champion"]["metrics"]["ndcg_at_10"] == pytest.approx(ours)
+    assert again["gate"]["comparisons"]["ndcg@10"]["interval"] == [0.0, 0.0]
+    assert "beats_champion" in {r["rule"] for r in again["gate"]["rules"]}
+    assert not again["gate"]["passed"]
+    second = pipeline.register(card, work, again)
+    assert not second["promoted"] and second["champion_version"] == reg["registered_version"]
