@@ -28,6 +28,7 @@ even when start-up fails half way.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -50,6 +51,8 @@ NODE_DIR = "/tmp/mlsdnode"  # one path, a different tmpfs in every node's mount 
 GCS_PORT = 6380
 DASHBOARD_PORT = 8265
 BIN = Path(sys.executable).parent
+NETNS_EXEC = ("ip", "netns", "exec")
+PRIVATE_MOUNTS = ("unshare", "--mount", "--propagation", "private")
 
 
 class NamespacesUnavailable(RuntimeError):
@@ -92,6 +95,11 @@ class Node:
         """The custom resource only this node has (1 unit): ``{"node_w1": 0.01}`` places there."""
         return f"node_{self.name}"
 
+    @property
+    def ifname(self) -> str:
+        """The node's end of its veth pair, inside its namespace."""
+        return f"{PREFIX}n{self.name}"
+
     def pids(self) -> list[int]:
         out = _sh("ip", "netns", "pids", self.netns, check=False).stdout
         return [int(p) for p in out.split()]
@@ -103,10 +111,8 @@ class Node:
             if not pids:
                 return
             for pid in pids:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
             time.sleep(0.5)
 
     def exec_argv(self, argv: list[str]) -> list[str]:
@@ -157,11 +163,8 @@ class NamespaceCluster:
         ]
         for node in self.nodes:
             self._link(node)
-        self._start_node(self.nodes[0])
-        self.wait_dashboard()
-        for node in self.nodes[1:]:
-            self._start_node(node)
-        self.wait_nodes(len(self.nodes))
+        for node in self.nodes:  # one at a time: less load while each registers
+            self._bring_up([node])
 
     def close(self) -> None:
         """Kill every process in our namespaces, then remove namespaces, veths, bridge."""
@@ -187,7 +190,7 @@ class NamespaceCluster:
         _sh("ip", "link", "set", BRIDGE, "up")
 
     def _link(self, node: Node) -> None:
-        host_end, node_end = f"{PREFIX}h{node.name}", f"{PREFIX}n{node.name}"
+        host_end, node_end = f"{PREFIX}h{node.name}", node.ifname
         _sh("ip", "netns", "add", node.netns)
         _sh("ip", "link", "add", host_end, "type", "veth", "peer", "name", node_end)
         _sh("ip", "link", "set", node_end, "netns", node.netns)
@@ -229,6 +232,8 @@ class NamespaceCluster:
             RAY_USAGE_STATS_ENABLED="0",
             RAY_AUTH_MODE="token",
             RAY_AUTH_TOKEN=self.token,
+            # GCS side of a node's registration; the loaded test machine needs more than 30 s
+            RAY_raylet_start_wait_time_s="120",
         )
         if self.s3_endpoint:
             env.update(
@@ -240,7 +245,7 @@ class NamespaceCluster:
         env.update(self.extra_env)
         return env
 
-    def _node_env(self) -> dict[str, str]:
+    def _node_env(self, node: Node) -> dict[str, str]:
         env = self.env()
         env.pop("PYTHONPATH", None)  # jobs bring their code (runtime_env), not the host's path
         env.update(self.extra_env)  # ... unless the caller hands one on purpose (bench)
@@ -248,6 +253,13 @@ class NamespaceCluster:
             HOME=f"{NODE_DIR}/home",
             TMPDIR=f"{NODE_DIR}/tmp",
             MLSD_CACHE_DIR=f"{NODE_DIR}/cache",
+            # Every node has the machine's hostname, which resolves to loopback: gloo (torch
+            # DDP) would advertise 127.0.0.1 to the other nodes. Name the interface, as on a
+            # real host with several NICs.
+            GLOO_SOCKET_IFNAME=node.ifname,
+            # Ray's state API in Train's background threads finds "the" cluster by scanning
+            # the machine's processes, and sees every node (and other users' Rays) here.
+            RAY_ADDRESS=self.gcs_address,
         )
         return env
 
@@ -283,10 +295,9 @@ class NamespaceCluster:
             + " ".join(f"'{a}'" for a in ray)
         )
         node.proc = subprocess.Popen(
-            ["ip", "netns", "exec", node.netns, "unshare", "--mount", "--propagation",
-             "private", "sh", "-c", script],  # fmt: skip
-            env=self._node_env(),
-            stdout=node.log.open("wb"),
+            [*NETNS_EXEC, node.netns, *PRIVATE_MOUNTS, "sh", "-c", script],
+            env=self._node_env(node),
+            stdout=node.log.open("ab"),
             stderr=subprocess.STDOUT,
         )
 
@@ -303,41 +314,40 @@ class NamespaceCluster:
         rows = self.api("/api/v0/nodes?limit=100")["data"]["result"]["result"]
         return [r for r in rows if r["state"] == "ALIVE"]
 
-    def wait_dashboard(self, timeout_s: float = 300) -> None:
-        def up() -> bool:
-            self._check_running(self.head)
-            try:
-                self.api("/api/v0/nodes?limit=1")
-                return True
-            except OSError:
-                return False
+    def _bring_up(self, nodes: list[Node], timeout_s: float = 600, tries: int = 5) -> None:
+        """Start ``nodes`` and wait until each is ALIVE in the GCS. On a loaded machine a node
+        can miss Ray's fixed 30 s start-up deadline and exit; it is started again."""
+        started = dict.fromkeys((n.name for n in nodes), 1)
+        for node in nodes:
+            self._start_node(node)
 
-        _wait(up, timeout_s, "the head's dashboard")
-
-    def wait_nodes(self, count: int, timeout_s: float = 300) -> None:
         def ready() -> bool:
-            for node in self.nodes:
-                if node.proc is not None and node.pids():
-                    self._check_running(node)
-            return len(self.alive_nodes()) == count
+            for node in nodes:
+                if node.proc is not None and node.proc.poll() is not None:
+                    if started[node.name] >= tries:
+                        raise RuntimeError(
+                            f"ray start on {node.name} exited {node.proc.returncode} "
+                            f"{tries} times: {node.log.read_text(errors='replace')[-2000:]}"
+                        )
+                    node.kill()
+                    started[node.name] += 1
+                    self._start_node(node)
+            try:
+                alive = {str(n["node_ip"]) for n in self.alive_nodes()}
+            except (OSError, ValueError):  # the dashboard is starting, or restarts a module
+                return False
+            return all(n.ip in alive for n in nodes)
 
-        _wait(ready, timeout_s, f"{count} alive nodes")
-
-    def _check_running(self, node: Node) -> None:
-        if node.proc is not None and node.proc.poll() is not None:
-            raise RuntimeError(
-                f"ray start on {node.name} exited {node.proc.returncode}: "
-                f"{node.log.read_text(errors='replace')[-2000:]}"
-            )
+        _wait(ready, timeout_s, f"nodes {[n.name for n in nodes]}")
 
     def node_ip_of(self, node_id: str) -> str:
         rows = self.api("/api/v0/nodes?limit=100")["data"]["result"]["result"]
         return next(str(r["node_ip"]) for r in rows if r["node_id"] == node_id)
 
-    def actors(self, class_name: str) -> list[dict[str, Any]]:
-        """Every actor (alive or dead) of ``class_name`` the GCS still remembers."""
-        path = f"/api/v0/actors?limit=1000&detail=1&filter_keys=class_name&filter_predicates=%3D&filter_values={class_name}"
-        return list(self.api(path)["data"]["result"]["result"])
+    def actors(self, class_name: str | None = None) -> list[dict[str, Any]]:
+        """Every actor (alive or dead) the GCS still remembers, of ``class_name`` if given."""
+        rows = self.api("/api/v0/actors?limit=10000&detail=1")["data"]["result"]["result"]
+        return [a for a in rows if class_name in (None, a["class_name"])]
 
     def run_on(
         self, node: Node, argv: list[str], env: dict[str, str] | None = None, timeout_s: float = 600
@@ -345,7 +355,7 @@ class NamespaceCluster:
         """Run ``argv`` inside ``node`` (e.g. a driver on the head), output captured."""
         return subprocess.run(
             node.exec_argv(argv),
-            env={**self._node_env(), **(env or {})},
+            env={**self._node_env(node), **(env or {})},
             capture_output=True,
             text=True,
             timeout=timeout_s,
