@@ -376,7 +376,7 @@ class NamespaceCluster:
         ]
 
     def submit(
-        self, entrypoint: list[str], working_dir: Path, timeout_s: float = 900
+        self, entrypoint: list[str], working_dir: Path, timeout_s: float = 1800
     ) -> subprocess.CompletedProcess[str]:
         """Submit and wait; retries while the head's job agent is still starting."""
         deadline = time.time() + 240
