@@ -71,9 +71,15 @@ def score_frame(
 ) -> Any:
     """Every column of ``ds`` plus ``probability``, in lineage order when the rows carry it
     (so that two models' predictions pair row by row)."""
+    import ray
+
+    from mlsd_ray.evaluate.shipped import ShippedPredictor, pack
+
+    # The actor may run on a node without the driver's folder: the files go along (shipped.py).
+    digest, files = pack(Path(model_dir))
     scored = ds.map_batches(
-        Predictor,
-        fn_constructor_args=(str(model_dir), version, inference),
+        ShippedPredictor,
+        fn_constructor_args=(str(model_dir), digest, ray.put(files), version, inference),
         batch_format="pandas",
         batch_size=256,
         concurrency=1,  # one model copy: the cluster is small and loading dominates
