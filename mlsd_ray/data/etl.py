@@ -243,7 +243,9 @@ def _read(
     the manifest records about each source."""
     parts, infos = [], []
     for source in card.data.sources:
-        ds, info = read_source_stats(source, card, workdir.root / "staging")
+        # Staging beside the artifacts (the bucket for an s3:// workdir), read by every node
+        staging = storage.join(workdir.uri, "staging")
+        ds, info = read_source_stats(source, card, staging)
         parts.append(ds)
         infos.append(info)
     columns = [c for p in parts for c in p.schema().names if c not in META]

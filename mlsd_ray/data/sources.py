@@ -28,6 +28,7 @@ import io
 import json
 import logging
 import posixpath
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -566,9 +567,9 @@ def _read_files(
     from mlsd_ray.runtime import ensure_ray
 
     fmt = source.resolved_format
+    fs: pafs.FileSystem
     if source.uri.startswith("synthetic://"):
-        fs: pafs.FileSystem = pafs.LocalFileSystem()
-        files = [_File(materialize(source.uri, str(staging_dir)), source.uri)]
+        fs, files = _stage_synthetic(source.uri, str(staging_dir))
     else:
         fs, files = list_files(source.uri, fmt)
     columns = source_columns(fs, files, source, card, fmt)
@@ -599,6 +600,19 @@ def _read_files(
         ],
     }
     return ray.data.from_arrow_refs([table for _, table in refs]), info
+
+
+def _stage_synthetic(uri: str, staging: str) -> tuple[pafs.FileSystem, list[_File]]:
+    """A synthetic data set written where every parse task can read it. With an ``s3://``
+    workdir that is the bucket's staging folder: a file on the driver's disk would be missing
+    on the other nodes of a cluster (found by the multi-node test)."""
+    if not storage.is_remote(staging):
+        return pafs.LocalFileSystem(), [_File(materialize(uri, staging), uri)]
+    with tempfile.TemporaryDirectory() as tmp:
+        local = materialize(uri, tmp)
+        fs, path = storage.filesystem(storage.join(staging, Path(local).name))
+        pafs.copy_files(local, path, destination_filesystem=fs)
+    return fs, [_File(path, uri)]
 
 
 def _size(fs: pafs.FileSystem, path: str) -> int | None:
