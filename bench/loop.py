@@ -16,14 +16,15 @@ Per stream (read in place from ../shared/datasets/ad_click):
 
 The monitor is mlsd's own: ``monitor.windows.drift_windows`` over tumbling windows of
 ``--window-rows`` rows against the training reference (PSI at the card's alert level; ``Month``
-is not watched: it moves by design). A false alarm is a drifted window in the no-drift
-segment; the detection delay is the rows from the drift start to the end of the first
-drifted window that holds drifted rows (a window straddling the start counts: it saw them). After detection, the labels of the next ``--fresh-rows`` rows arrive, the
-model is retrained on the training rows plus those (the loop's "fresh window"), and both
-models are scored on the rest of the drift segment: ROC AUC with a paired bootstrap interval
-of retrained - stale (``mlsd_ray.evaluate.bootstrap``). The model is scikit-learn's
-HistGradientBoosting with one-hot categories, fitted in-process (the loop's retrain stage goes
-through the pipeline; here only the statistics are under test).
+is not watched: it moves by design). A false alarm is a drifted window in the no-drift segment;
+the detection delay is the rows from the drift start to the end of the first drifted window
+that holds drifted rows (a window straddling the start counts: it saw them). After detection,
+the labels of the next ``--fresh-rows`` rows arrive, the model is retrained on the training
+rows plus those (the loop's "fresh window"), and both models are scored on the rest of the
+drift segment: ROC AUC with a paired bootstrap interval of retrained - stale
+(``mlsd_ray.tasks.bootstrap``). The model is scikit-learn's HistGradientBoosting with
+one-hot categories, fitted in-process (the loop's retrain stage goes through the pipeline; here
+only the statistics are under test).
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from mlsd_ray.tasks.bootstrap import paired_difference
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
@@ -45,6 +45,7 @@ from sklearn.preprocessing import OneHotEncoder
 
 from mlsd_ray.monitor.windows import drift_windows
 from mlsd_ray.spec import card_from_dict
+from mlsd_ray.tasks.bootstrap import paired_difference
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "ad_click"
 MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "June", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
@@ -124,7 +125,7 @@ def replay(
     false_alarms, detected_at, psi_curve = 0, None, []
     alarmed_on: dict[str, int] = {}
     for i, w in enumerate(windows):
-        first, last = i * window_rows, min((i + 1) * window_rows, len(stream)) - 1
+        last = min((i + 1) * window_rows, len(stream)) - 1
         psi_curve.append((last, max((v or 0) for v in (w.get("psi") or {0: 0}).values())))
         if w["drifted"] is None:
             continue

@@ -65,9 +65,7 @@ def observe(card: DesignCard, workdir: Workdir, state: dict[str, Any]) -> dict[s
     return {"bad": bad, "drifted": w["drifted"], "decayed": decayed, "online_roc_auc": auc, **w}
 
 
-def _online_roc_auc(
-    card: DesignCard, served: pd.DataFrame, window: dict[str, Any]
-) -> float | None:
+def _online_roc_auc(card: DesignCard, served: pd.DataFrame, window: dict[str, Any]) -> float | None:
     """ROC AUC of the window's labelled predictions (None: too few labels or one class)."""
     from sklearn.metrics import roc_auc_score
 

@@ -139,9 +139,10 @@ class MonitorMetrics:
     def observe_decision(self, decision: dict[str, Any], state: dict[str, Any]) -> None:
         """One ``watch.step`` result and the loop's state after it."""
         action = str(decision["action"])
-        self.decisions.labels(self.card, action).inc()
-        if action == "retrain":
+        if "retrain" in decision:  # the step retrained, then gated (canary or gate_failed)
+            self.decisions.labels(self.card, "retrain").inc()
             self.retrains.labels(self.card).inc()
+        self.decisions.labels(self.card, action).inc()
         self.last_decision.labels(self.card).set(float(decision["at"]))
         self.held.labels(self.card).set(float(action == "held"))
         for phase in ("watching", "retraining", "canary"):

@@ -3,13 +3,14 @@
 Per window: feature drift (PSI over the reference's bins and categories, ``drift.py``; the KS
 test too when ``monitoring.loop.drift.use_ks``, off by default because on thousands of rows it
 flags shifts too small to matter). A feature alerts when its PSI reaches ``psi_alert`` (the
-shift is large enough to matter) and its PSI test's p-value is under ``drift.alpha`` divided
-by the number of watched series (Bonferroni: the shift is not sampling noise, and a window of
-ninety features does not alarm ninety times as often as one of one); prediction drift (PSI of the scores against the reference's
-scores), label drift (the labelled positive rate against the training rate, a binomial test),
-and performance estimated before any label arrives (confidence-based: a calibrated classifier's
-scores give the expected confusion matrix and ROC AUC). ``train_serve_skew`` compares logged
-inputs with the same rows' features recomputed offline.
+shift is large enough to matter) and its PSI test's p-value is under ``drift.alpha`` divided by
+the number of watched series (Bonferroni: the shift is not sampling noise, and a window of
+ninety features does not alarm ninety times as often as one of one); prediction drift (PSI of
+the scores against the reference's scores), label drift (the labelled positive rate against the
+training rate, a binomial test), and performance estimated before any label arrives
+(confidence-based: a calibrated classifier's scores give the expected confusion matrix and ROC
+AUC). ``train_serve_skew`` compares logged inputs with the same rows' features recomputed
+offline.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The watch loop end to end on its real stages (``watch_loop.default_stages``).
 
-A small tabular card (logreg on three inputs, 240 training rows) is trained and served over
+A small tabular card (logreg on three inputs, 150 training rows) is trained and served over
 real HTTP. Then the world changes: ``x2`` moves (feature drift) and the label flips sign on
 ``x1`` (concept drift). Traffic goes to the app; its labels arrive later as JSON-lines files
-(a file feedback source). The loop sees drift in two windows in a row, retrains on the card's
+(a file feedback source). The loop sees drift in three windows in a row, retrains on the card's
 data plus the fresh labelled window (ETL, train, evaluate, gate against the champion),
 deploys the challenger as a canary with the card's weight, compares the arms' right decisions
 with the two-proportion test and promotes. The decision log holds every step, the champion
@@ -33,7 +33,7 @@ from mlsd_ray.spec import DesignCard, card_from_dict
 from mlsd_ray.watch_loop import default_stages
 from tests.conftest import free_port
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 WINDOW_S = 4.0
 
@@ -82,7 +82,7 @@ def _card(tmp: Path, feedback: Path) -> DesignCard:
                     "feedback": {"sources": [{"kind": "file", "uri": str(feedback)}]},
                     "drift": {"window_s": WINDOW_S, "min_rows": 30},
                     "watch": {
-                        "sustain_windows": 2,
+                        "sustain_windows": 3,
                         "min_interval_s": 0,
                         "min_labels": 40,
                         "poll_s": 1,
@@ -141,7 +141,8 @@ def served(ray_cluster, tmp_path: Path) -> Iterator[tuple[DesignCard, Workdir, T
 
     feedback = tmp_path / "feedback"
     feedback.mkdir()
-    _rows(np.random.default_rng(0), 240, drifted=False).to_csv(tmp_path / "train.csv", index=False)
+    # Few old rows: the retrain (old rows + the fresh labelled window) must learn the new world.
+    _rows(np.random.default_rng(0), 150, drifted=False).to_csv(tmp_path / "train.csv", index=False)
     card = _card(tmp_path, feedback)
     workdir = Workdir.of(tmp_path / "work")
     pipeline.etl(card, workdir)
@@ -193,10 +194,10 @@ def test_drift_retrains_canaries_and_promotes_on_the_real_stages(served) -> None
         return decision
 
     try:
-        # 1-2. Drifted traffic: two windows in a row drift; the second one retrains.
+        # 1-2. Drifted traffic: three windows in a row drift; the third one retrains.
         traffic.running.set()
         verdicts = []
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + 480
         while time.monotonic() < deadline:
             time.sleep(WINDOW_S)
             decision = step()
@@ -206,9 +207,9 @@ def test_drift_retrains_canaries_and_promotes_on_the_real_stages(served) -> None
         traffic.running.clear()  # the retrain had the machine's two cores to itself
         actions = [d["action"] for d in verdicts]
         assert actions[-1] == "canary", verdicts
-        drifted = [d for d in verdicts if (d.get("window") or {}).get("drifted")]
-        assert len(drifted) >= 2 and "x2" in drifted[-1]["window"]["alerting"], verdicts
-        assert drifted[-1]["consecutive"] >= 2
+        retrain = [d for d in watch.read_decisions(card, workdir) if d["action"] == "retrain"]
+        assert len(retrain) == 1 and retrain[0]["consecutive"] == 3, verdicts
+        assert retrain[0]["window"]["drifted"] and "x2" in retrain[0]["window"]["alerting"]
         canary = verdicts[-1]
         version = canary["version"]
         assert version != first.version and canary["retrain"]["gate_passed"]
@@ -224,7 +225,7 @@ def test_drift_retrains_canaries_and_promotes_on_the_real_stages(served) -> None
         # 3-5. The canary answers about half of the traffic; labels come back; promote.
         n_before = len(traffic.answers)
         traffic.running.set()
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             time.sleep(2)
             decision = step()
@@ -235,7 +236,7 @@ def test_drift_retrains_canaries_and_promotes_on_the_real_stages(served) -> None
         test = decision["test"]
         assert test["pvalue"] < card.monitoring.loop.watch.alpha
         assert test["canary"] > test["champion"]
-        routes = [a["route"] for a in traffic.answers[n_before:]]
+        routes = [a["route"] for a in traffic.answers[n_before:] if "route" in a]
         assert 0.2 < routes.count("challenger") / len(routes) < 0.8  # the card's weight, 0.5
         scraped = _scrape(port)
         assert _metric(scraped, "mlsd_watch_decisions_total", card=card.name, action="promote") == 1
@@ -252,7 +253,7 @@ def test_drift_retrains_canaries_and_promotes_on_the_real_stages(served) -> None
     log = watch.read_decisions(card, workdir)
     acted = [d for d in log if d["action"] not in ("watch", "wait")]
     assert [d["action"] for d in acted] == ["retrain", "canary", "promote"], log
-    assert acted[0]["consecutive"] >= 2 and acted[0]["window"]["alerting"]
+    assert acted[0] == retrain[0]
     assert acted[1]["retrain"]["registered_version"] == version
     assert acted[2]["test"] == test and acted[2]["version"] == version
     assert not traffic.errors, traffic.errors[:3]
