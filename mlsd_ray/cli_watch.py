@@ -39,7 +39,7 @@ def register_commands(
         from mlsd_ray.watch_loop import default_stages
 
         c, wd = _setup(card, workdir, set_)
-        on_decision = None
+        on_decision: Callable[[dict[str, Any], dict[str, Any]], None] | None = None
         if port is not None:
             from mlsd_ray.monitor.metrics import MonitorMetrics
 

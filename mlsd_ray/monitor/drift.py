@@ -218,7 +218,8 @@ def categorical_drift(
         return _no_data("category", f"no non-missing values in the {side}")
     counts = ref.value_counts()
     expected = counts / len(ref) * len(cur)
-    top = list(counts.index[:max_categories][expected.iloc[:max_categories] >= MIN_EXPECTED])
+    keep = (expected.iloc[:max_categories] >= MIN_EXPECTED).to_numpy()
+    top = list(counts.index[:max_categories][keep])
     known = set(counts.index)
 
     def bucket(v: Any) -> str:
