@@ -179,6 +179,7 @@ def _metric(scraped: dict[str, float], name: str, **labels: str) -> float | None
     return None
 
 
+@pytest.mark.timeout(900)  # a retrain starved of CPUs fails the test instead of hanging the suite
 def test_drift_retrains_canaries_and_promotes_on_the_real_stages(served) -> None:
     card, workdir, traffic = served
     first = registry.get_alias(card, workdir, registry.CHAMPION)
