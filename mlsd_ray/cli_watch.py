@@ -39,14 +39,20 @@ def register_commands(
         from mlsd_ray.watch_loop import default_stages
 
         c, wd = _setup(card, workdir, set_)
+        on_decision: Callable[[dict[str, Any], dict[str, Any]], None] | None = None
         if port is not None:
             from mlsd_ray.monitor.metrics import MonitorMetrics
 
-            MonitorMetrics(c).start(port)
+            metrics = MonitorMetrics(c)
+            metrics.start(port)
+            on_decision = metrics.observe_decision
         if once:
-            _emit(w.step(c, wd, default_stages()))
+            decision = w.step(c, wd, default_stages())
+            if on_decision is not None:
+                on_decision(decision, w.read_state(c, wd))
+            _emit(decision)
         else:
-            w.run(c, wd, default_stages())
+            w.run(c, wd, default_stages(), on_decision=on_decision)
 
     @app.command()
     def hold(

@@ -928,6 +928,9 @@ class DriftWindows(_Strict):
     min_alerting: int = Field(1, ge=1)
     #: Inputs not watched for drift, e.g. ``[Month]`` (a calendar input drifts by design).
     ignore: list[str] = Field(default_factory=list)
+    #: The chance that a window with no drift alerts: each watched series' PSI test (and the
+    #: KS test with ``use_ks``) runs at alpha / the number of series (Bonferroni).
+    alpha: float = Field(0.01, gt=0, lt=1)
     #: Also alert on the KS test's p-value (sensitive to tiny shifts on large windows).
     use_ks: bool = False
 

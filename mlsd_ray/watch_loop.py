@@ -58,16 +58,18 @@ def observe(card: DesignCard, workdir: Workdir, state: dict[str, Any]) -> dict[s
         return {"bad": None, "why": "no new complete window"}
     w = fresh[-1]
     state["last_window_end"] = w["end"]
-    decayed = _decayed(card, served, w)
+    auc = _online_roc_auc(card, served, w)
+    floor = card.monitoring.loop.watch.decay_min_value
+    decayed = None if auc is None or floor is None else auc < floor
     bad = None if w["drifted"] is None and decayed is None else bool(w["drifted"] or decayed)
-    return {"bad": bad, "drifted": w["drifted"], "decayed": decayed, **w}
+    return {"bad": bad, "drifted": w["drifted"], "decayed": decayed, "online_roc_auc": auc, **w}
 
 
-def _decayed(card: DesignCard, served: pd.DataFrame, window: dict[str, Any]) -> bool | None:
+def _online_roc_auc(card: DesignCard, served: pd.DataFrame, window: dict[str, Any]) -> float | None:
+    """ROC AUC of the window's labelled predictions (None: too few labels or one class)."""
     from sklearn.metrics import roc_auc_score
 
-    floor = card.monitoring.loop.watch.decay_min_value
-    if floor is None or STATE not in served.columns:
+    if STATE not in served.columns:
         return None
     part = served[
         (served[TS] >= pd.Timestamp(window["start"])) & (served[TS] < pd.Timestamp(window["end"]))
@@ -76,7 +78,7 @@ def _decayed(card: DesignCard, served: pd.DataFrame, window: dict[str, Any]) -> 
     y = lab[LABEL_COL].to_numpy(float) >= 0.5
     if len(y) < card.monitoring.loop.drift.min_rows or y.all() or not y.any():
         return None
-    return bool(roc_auc_score(y, lab[PROBABILITY]) < floor)
+    return float(roc_auc_score(y, lab[PROBABILITY]))
 
 
 def fresh_card(card: DesignCard, workdir: Workdir) -> DesignCard:

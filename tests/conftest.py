@@ -52,7 +52,7 @@ def s3_server():
         stderr=subprocess.DEVNULL,
     )
     endpoint = f"http://127.0.0.1:{port}"
-    for _ in range(100):
+    for _ in range(600):  # 60 s: on a loaded machine (load 100 on 2 cores) 10 s was too short
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             break

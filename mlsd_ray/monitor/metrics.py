@@ -1,4 +1,6 @@
-"""Prometheus metrics of the acting monitor: drift, decay, errors, latency, log losses.
+"""Prometheus metrics of the acting monitor: drift, decay, errors, latency, log losses, and
+what the watch loop decides (``observe_decision``: retrains, decisions by kind, the last
+decision's time, the hold switch, the loop's phase).
 
 One ``MonitorMetrics`` per card, on its own registry, so tests and several cards in one process
 do not collide. The rules in ``deploy/prometheus/alerts.yml`` read these names. The exporter
@@ -13,6 +15,22 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from mlsd_ray.spec import DesignCard
 
+#: Every action ``watch.step`` can decide; their counters start at 0 so that ``increase()``
+#: in the alert rules sees the first one.
+WATCH_ACTIONS = (
+    "watch",
+    "retrain",
+    "gate_failed",
+    "canary",
+    "wait",
+    "promote",
+    "rollback",
+    "rollback_unfinished_retrain",
+    "guard_min_interval",
+    "guard_daily_cap",
+    "held",
+    "step_failed",
+)
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -69,6 +87,35 @@ class MonitorMetrics:
         self.log_lost = Counter(
             "mlsd_prediction_log_lost", "Prediction records dropped or failed", ["card"], registry=r
         )
+        self.psi_pvalue = Gauge(
+            "mlsd_drift_psi_pvalue",
+            "Chance of the latest window's PSI from sampling noise alone",
+            ["card", "feature"],
+            registry=r,
+        )
+        self.window_online = Gauge(
+            "mlsd_window_online_metric",
+            "Online metric of the latest window's labelled predictions (decay)",
+            ["card", "metric"],
+            registry=r,
+        )
+        self.decisions = Counter(
+            "mlsd_watch_decisions", "Watch loop decisions by kind", ["card", "action"], registry=r
+        )
+        self.retrains = Counter("mlsd_watch_retrains", "Retrains started", ["card"], registry=r)
+        self.last_decision = Gauge(
+            "mlsd_watch_last_decision_timestamp_seconds",
+            "Unix time of the latest decision",
+            ["card"],
+            registry=r,
+        )
+        self.held = Gauge("mlsd_watch_hold", "1 while `mlsd hold` is on", ["card"], registry=r)
+        self.phase = Gauge(
+            "mlsd_watch_phase", "1 for the loop's current phase", ["card", "phase"], registry=r
+        )
+        for action in WATCH_ACTIONS:
+            self.decisions.labels(self.card, action)
+        self.retrains.labels(self.card)
         self.psi_alert.labels(self.card).set(card.monitoring.psi_alert)
         decay = card.monitoring.loop.watch.decay_min_value
         if decay is not None:
@@ -88,6 +135,26 @@ class MonitorMetrics:
         for metric, value in (window.get("estimated") or {}).items():
             if value is not None:
                 self.estimated.labels(self.card, metric).set(value)
+
+    def observe_decision(self, decision: dict[str, Any], state: dict[str, Any]) -> None:
+        """One ``watch.step`` result and the loop's state after it."""
+        action = str(decision["action"])
+        if "retrain" in decision:  # the step retrained, then gated (canary or gate_failed)
+            self.decisions.labels(self.card, "retrain").inc()
+            self.retrains.labels(self.card).inc()
+        self.decisions.labels(self.card, action).inc()
+        self.last_decision.labels(self.card).set(float(decision["at"]))
+        self.held.labels(self.card).set(float(action == "held"))
+        for phase in ("watching", "retraining", "canary"):
+            self.phase.labels(self.card, phase).set(float(state.get("phase") == phase))
+        window = decision.get("window") or {}
+        if window.get("drifted") is not None:
+            self.observe_window(window, int(decision.get("consecutive", 0)))
+        for feature, p in (window.get("psi_pvalue") or {}).items():
+            if p is not None:
+                self.psi_pvalue.labels(self.card, feature).set(p)
+        if window.get("online_roc_auc") is not None:
+            self.window_online.labels(self.card, "roc_auc").set(window["online_roc_auc"])
 
     def observe_online(self, report: dict[str, Any]) -> None:
         """An ``online_by_arm`` result (plus ``counts`` from the delayed-label stage)."""

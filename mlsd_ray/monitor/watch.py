@@ -229,13 +229,22 @@ def step(
     return decide(card, workdir, "canary", {"version": version, "retrain": result}, now)
 
 
-def run(card: DesignCard, workdir: Workdir, stages: Stages, max_steps: int | None = None) -> None:
-    """Step every ``watch.poll_s`` seconds (forever unless ``max_steps``)."""
+def run(
+    card: DesignCard,
+    workdir: Workdir,
+    stages: Stages,
+    max_steps: int | None = None,
+    on_decision: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
+) -> None:
+    """Step every ``watch.poll_s`` seconds (forever unless ``max_steps``); each decision and
+    the state after it go to ``on_decision`` (the Prometheus exporter's ``observe_decision``)."""
     n = 0
     while max_steps is None or n < max_steps:
         try:
-            step(card, workdir, stages)
+            decision = step(card, workdir, stages)
         except Exception as err:  # a failed step is logged; the loop goes on
-            decide(card, workdir, "step_failed", {"error": repr(err)})
+            decision = decide(card, workdir, "step_failed", {"error": repr(err)})
+        if on_decision is not None:
+            on_decision(decision, read_state(card, workdir))
         n += 1
         time.sleep(card.monitoring.loop.watch.poll_s)

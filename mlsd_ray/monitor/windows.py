@@ -2,11 +2,15 @@
 
 Per window: feature drift (PSI over the reference's bins and categories, ``drift.py``; the KS
 test too when ``monitoring.loop.drift.use_ks``, off by default because on thousands of rows it
-flags shifts too small to matter), prediction drift (PSI of the scores against the reference's
-scores), label drift (the labelled positive rate against the training rate, a binomial test),
-and performance estimated before any label arrives (confidence-based: a calibrated classifier's
-scores give the expected confusion matrix and ROC AUC). ``train_serve_skew`` compares logged
-inputs with the same rows' features recomputed offline.
+flags shifts too small to matter). A feature alerts when its PSI reaches ``psi_alert`` (the
+shift is large enough to matter) and its PSI test's p-value is under ``drift.alpha`` divided by
+the number of watched series (Bonferroni: the shift is not sampling noise, and a window of
+ninety features does not alarm ninety times as often as one of one); prediction drift (PSI of
+the scores against the reference's scores), label drift (the labelled positive rate against the
+training rate, a binomial test), and performance estimated before any label arrives
+(confidence-based: a calibrated classifier's scores give the expected confusion matrix and ROC
+AUC). ``train_serve_skew`` compares logged inputs with the same rows' features recomputed
+offline.
 """
 
 from __future__ import annotations
@@ -68,7 +72,7 @@ def window_bounds(
 
 
 def feature_drift(
-    card: DesignCard, reference: pd.DataFrame, current: pd.DataFrame, use_ks: bool = False
+    card: DesignCard, reference: pd.DataFrame, current: pd.DataFrame
 ) -> dict[str, dict[str, Any]]:
     """PSI (and KS) per monitored input; text inputs through their derived features."""
     m = card.monitoring
@@ -86,18 +90,20 @@ def feature_drift(
             ref_t, cur_t = text_features(reference[field.name]), text_features(current[field.name])
             for sub in ("char_length", "word_count"):
                 out[f"{field.name}.{sub}"] = numeric_drift(ref_t[sub], cur_t[sub], m)
-    for entry in out.values():
-        entry["alert"] = _alerts(entry, card, use_ks)
     return out
 
 
-def _alerts(entry: dict[str, Any], card: DesignCard, use_ks: bool) -> bool:
-    m = card.monitoring
-    psi = entry.get("psi")
-    if psi is None:
-        return False
-    ks = entry.get("ks_pvalue")
-    return bool(psi >= m.psi_alert or (use_ks and ks is not None and ks < m.ks_pvalue_alert))
+def mark_alerts(card: DesignCard, features: dict[str, dict[str, Any]]) -> list[str]:
+    """Set ``alert`` on every entry (large and not noise, Bonferroni over the entries); the
+    names alerting."""
+    m, cfg = card.monitoring, card.monitoring.loop.drift
+    level = cfg.alpha / max(len(features), 1)
+    for entry in features.values():
+        psi, p, ks = entry.get("psi"), entry.get("psi_pvalue"), entry.get("ks_pvalue")
+        big = psi is not None and psi >= m.psi_alert and (p is None or p < level)
+        entry["alert"] = bool(big or (cfg.use_ks and ks is not None and ks < level))
+        entry["alpha_per_feature"] = level
+    return [n for n, f in features.items() if f["alert"]]
 
 
 def drift_windows(
@@ -127,16 +133,17 @@ def drift_windows(
             entry.update(drifted=None, alerting=[])
             out.append(entry)
             continue
-        features = feature_drift(card, reference, cur, cfg.use_ks)
+        features = feature_drift(card, reference, cur)
         if reference_scores is not None and PROBABILITY in cur.columns:
-            pred = numeric_drift(reference_scores, cur[PROBABILITY], card.monitoring)
-            pred["alert"] = _alerts(pred, card, cfg.use_ks)
-            features[PROBABILITY] = pred
-        alerting = [n for n, f in features.items() if f["alert"]]
+            features[PROBABILITY] = numeric_drift(
+                reference_scores, cur[PROBABILITY], card.monitoring
+            )
+        alerting = mark_alerts(card, features)
         entry.update(
             drifted=len(alerting) >= cfg.min_alerting,
             alerting=alerting,
             psi={n: f.get("psi") for n, f in features.items()},
+            psi_pvalue={n: f.get("psi_pvalue") for n, f in features.items()},
             estimated=expected_performance(cur[PROBABILITY].to_numpy(float), threshold)
             if PROBABILITY in cur.columns
             else None,

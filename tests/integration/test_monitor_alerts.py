@@ -146,3 +146,8 @@ def test_drifted_traffic_fires_the_drift_alert(
     assert drifted["drifted"] is True and "PageValues" in drifted["alerting"]
     _until(lambda: _alerts(prometheus).get("MlsdFeatureDrift") == "firing", 60)
     assert datetime.now(timezone.utc) - start < timedelta(minutes=2)
+
+    # The watch loop's own health: a failed step pages.
+    assert _alerts(prometheus).get("MlsdWatchStepFailing") is None
+    metrics.observe_decision({"action": "step_failed", "at": time.time()}, {"phase": "watching"})
+    _until(lambda: _alerts(prometheus).get("MlsdWatchStepFailing") == "firing", 60)

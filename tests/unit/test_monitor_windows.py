@@ -127,3 +127,44 @@ def test_train_serve_skew():
     assert out["matched"] == 4
     assert out["features"]["x"] == {"mismatch_share": 0.25, "mean_abs_diff": pytest.approx(0.5 / 3)}
     assert out["features"]["c"]["mismatch_share"] == 0.25
+
+
+def test_many_valued_categories_alarm_on_drift_not_on_sampling_noise():
+    """80 categories with a skewed mix, windows of 250 rows: no drift -> no alarm in 20
+    windows (plain PSI over all 80 buckets, rare ones mostly empty, alarmed in 17 of them);
+    a real shift of the mix -> alarm, and the reason is in the window (PSI, p-value)."""
+    rng = np.random.default_rng(0)
+    share = rng.dirichlet(np.full(80, 0.5))
+    cats = np.array([f"item{i}" for i in range(80)])
+    reference = pd.DataFrame({"c": rng.choice(cats, 5000, p=share), "x": rng.normal(size=5000)})
+
+    def windows(p: np.ndarray, n_windows: int) -> list[dict]:
+        n = 250 * n_windows
+        served = pd.DataFrame(
+            {
+                "c": rng.choice(cats, n, p=p),
+                "x": rng.normal(size=n),
+                "ts": T0 + pd.to_timedelta(np.arange(n) * 3600 / 250, unit="s"),
+            }
+        )
+        return [w for w in drift_windows(_card(), reference, served) if w["drifted"] is not None]
+
+    calm = windows(share, 20)
+    assert len(calm) == 20 and not any(w["drifted"] for w in calm)
+    moved = np.roll(share, 7)  # the same categories, popular ones swapped
+    shifted = windows(moved, 2)
+    assert all(w["drifted"] and w["alerting"] == ["c"] for w in shifted)
+    assert all(w["psi_pvalue"]["c"] < 0.01 / 2 for w in shifted)  # Bonferroni over c and x
+
+
+def test_psi_pvalue_is_the_chi_square_tail_of_scaled_psi():
+    from scipy import stats
+
+    from mlsd_ray.monitor.drift import psi_pvalue
+
+    assert psi_pvalue(0.05, 1000, 500, 10) == pytest.approx(
+        stats.chi2.sf(0.05 / (1 / 1000 + 1 / 500), 9)
+    )
+    # The same PSI is noise on a small window and a signal on a large one.
+    assert psi_pvalue(0.05, 10_000, 100, 10) > 0.5 > 0.001 > psi_pvalue(0.05, 10_000, 5000, 10)
+    assert psi_pvalue(0.3, 100, 100, 1) is None
