@@ -83,6 +83,9 @@ def score_frame(
         batch_format="pandas",
         batch_size=256,
         concurrency=1,  # one model copy: the cluster is small and loading dominates
+        # Half a CPU: the read tasks feeding it need a whole one, and next to Serve replicas
+        # holding fractions a 1-CPU actor left them none on a 2-CPU Ray (the watch loop hung).
+        num_cpus=0.5,
     )
     frame = _collect(scored, Path(model_dir).name, ds)
     if {"_source", "_row"} <= set(frame.columns):
