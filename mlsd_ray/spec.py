@@ -946,6 +946,9 @@ class Watch(_Strict):
     decay_min_value: float | None = None
     #: Retrain on the newest this many seconds of labelled traffic (with the training split).
     fresh_window_s: float = Field(7 * 86_400.0, gt=0)
+    #: What a retrain learns from: the fresh window added to the card's sources, or the fresh
+    #: window alone (for concept drift, where the old rows teach the old answer).
+    retrain_on: Literal["sources_and_fresh_window", "fresh_window"] = "sources_and_fresh_window"
     min_interval_s: float = Field(3600.0, ge=0)
     max_retrains_per_day: int = Field(4, ge=0)
     #: No promotion before each arm has this many labelled predictions.

@@ -82,7 +82,8 @@ def _online_roc_auc(card: DesignCard, served: pd.DataFrame, window: dict[str, An
 
 
 def fresh_card(card: DesignCard, workdir: Workdir) -> DesignCard:
-    """The card with the newest labelled window of served traffic added as a data source."""
+    """The card with the newest labelled window of served traffic added as a data source
+    (or as the only one, with ``watch.retrain_on: fresh_window``)."""
     served = _joined(card, workdir)
     if served.empty or STATE not in served.columns:
         return card
@@ -95,7 +96,10 @@ def fresh_card(card: DesignCard, workdir: Workdir) -> DesignCard:
     uri = storage.join(state_dir(card, workdir), "fresh", "labelled.csv")
     storage.write_text(uri, rows.to_csv(index=False))
     raw = card.model_dump(mode="json", exclude_unset=True)
-    raw["data"]["sources"].append({"uri": uri})
+    if card.monitoring.loop.watch.retrain_on == "fresh_window":
+        raw["data"]["sources"] = [{"uri": uri}]
+    else:
+        raw["data"]["sources"].append({"uri": uri})
     return card_from_dict(raw)
 
 

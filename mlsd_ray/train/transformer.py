@@ -298,8 +298,14 @@ class ProgressLog:
             return
         line = {"pid": os.getpid(), "rank": self.rank, **state.to_dict(), "loss": loss}
         line["time"] = time.time()
-        with self.path.open("a") as f:
-            f.write(json.dumps({**line, "checkpoint": checkpoint}) + "\n")
+        try:
+            # A worker on another node than the driver has no such folder yet: the log is for
+            # whoever watches that node, and must never fail training (multi-node test).
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a") as f:
+                f.write(json.dumps({**line, "checkpoint": checkpoint}) + "\n")
+        except OSError as e:
+            log.warning("progress log %s not written: %s", self.path, e)
 
 
 class _RayHooks(_CheckpointHooks):

@@ -85,6 +85,8 @@ def _card(tmp: Path, feedback: Path) -> DesignCard:
                         "sustain_windows": 3,
                         "min_interval_s": 0,
                         "min_labels": 40,
+                        # the label flips: old rows would teach the old answer
+                        "retrain_on": "fresh_window",
                         "poll_s": 1,
                     },
                 },
@@ -141,7 +143,6 @@ def served(ray_cluster, tmp_path: Path) -> Iterator[tuple[DesignCard, Workdir, T
 
     feedback = tmp_path / "feedback"
     feedback.mkdir()
-    # Few old rows: the retrain (old rows + the fresh labelled window) must learn the new world.
     _rows(np.random.default_rng(0), 150, drifted=False).to_csv(tmp_path / "train.csv", index=False)
     card = _card(tmp_path, feedback)
     workdir = Workdir.of(tmp_path / "work")
