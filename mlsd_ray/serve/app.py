@@ -238,7 +238,8 @@ def build_application(
 ) -> serve.Application:
     """The card's model graph; resolves the packages now, loads them in the replicas.
 
-    A single model without a rollout: one ``ModelIngress`` deployment (edge and model).
+    A single model without a rollout (and no watch loop to start one): one ``ModelIngress``
+    deployment (edge and model).
     Otherwise Ingress -> the alias's model (or the ensemble), plus the challenger when the
     card's rollout mode is canary or shadow.
     """
@@ -246,7 +247,11 @@ def build_application(
 
     d = card.deployment
     main_log = _log_options(card, workdir.prediction_log_uri(card))
-    if not d.ensemble.members and d.rollout.mode == "none":
+    # A card the watch loop acts on (delayed labels configured) gets the graph from the start:
+    # its canaries add a challenger behind the same Ingress, whereas changing the app's shape
+    # (single deployment <-> graph) dropped requests while the new ingress came up.
+    rolls_out = bool(card.monitoring.loop.feedback.sources)
+    if not d.ensemble.members and d.rollout.mode == "none" and not rolls_out:
         version, package = resolve_model(card, workdir, alias, model_dir)
         log.info("serving %s from %s (version %s)", card.name, package, version or "from package")
         return _single(card, version, package, main_log)
