@@ -105,8 +105,24 @@ class Traffic:
         self.running = threading.Event()
         self.stop = threading.Event()
         self.errors: list[str] = []
+        self.retried = 0
         self.answers: list[dict[str, Any]] = []
         self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _post(self, client: httpx.Client, row: dict[str, Any], rid: str) -> httpx.Response:
+        """The serving contract's client: a 5xx (a deployment swapped under a canary or a
+        promotion) is retried with the same idempotent request id."""
+        for attempt in range(6):
+            r = client.post(
+                "/predict",
+                json={"instances": [{k: row[k] for k in ("x1", "x2", "c")}]},
+                headers={"X-Request-Id": rid},
+            )
+            if r.status_code < 500:
+                return r
+            self.retried += 1
+            time.sleep(0.2 * (attempt + 1))
+        return r
 
     def _loop(self) -> None:
         with httpx.Client(base_url=self.url, timeout=60) as client:
@@ -118,11 +134,7 @@ class Traffic:
                 labels = []
                 for row in frame.to_dict(orient="records"):
                     rid = uuid.uuid4().hex
-                    r = client.post(
-                        "/predict",
-                        json={"instances": [{k: row[k] for k in ("x1", "x2", "c")}]},
-                        headers={"X-Request-Id": rid},
-                    )
+                    r = self._post(client, row, rid)
                     if r.status_code != 200:
                         self.errors.append(r.text)
                         continue
