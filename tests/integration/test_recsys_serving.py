@@ -70,6 +70,7 @@ def served(ray_cluster, tmp_path_factory):
            "prefix": prefix}  # fmt: skip
     yield ctx
     serve.delete("recsys_test")
+    serve.shutdown()  # its HTTP proxy is on a free port: later modules start Serve on theirs
     OnlineStore(REDIS, prefix).delete_prefix()
 
 

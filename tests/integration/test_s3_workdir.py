@@ -34,6 +34,11 @@ def _objects(uri: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def s3_run(ray_cluster, s3_bucket, tmp_path_factory):
+    from ray import serve
+
+    # A fresh Serve, as when this module runs alone: an earlier module's Serve (its HTTP proxy
+    # on another port) made this fixture's serve stage fail in the whole suite.
+    serve.shutdown()
     cache = tmp_path_factory.mktemp("node-cache")
     mp = pytest.MonkeyPatch()
     mp.setenv("MLSD_CACHE_DIR", str(cache))
@@ -41,12 +46,12 @@ def s3_run(ray_cluster, s3_bucket, tmp_path_factory):
     uri = f"s3://{s3_bucket}/runs-{uuid.uuid4().hex[:8]}/harmful"
     card = load_card(CARD, fast_overrides())
     workdir = Workdir.for_card(card, uri)
-    result = pipeline.run_pipeline(card, workdir, serve_requests=1)
-    yield card, workdir, result, cache
-    from ray import serve
-
-    serve.shutdown()
-    mp.undo()
+    try:  # a failed run must not leave Serve up for the next module (it did once)
+        result = pipeline.run_pipeline(card, workdir, serve_requests=1)
+        yield card, workdir, result, cache
+    finally:
+        serve.shutdown()
+        mp.undo()
 
 
 @pytest.mark.slow
