@@ -36,8 +36,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-#: Tuned by another path (the recsys graph has its own stages and load).
-EXCLUDED = {"watch_time_ranking"}
+#: Ranking cards are tuned by another path (the recsys graph has its own stages and load:
+#: ``mlsd serve tune`` on the ranking graph).
+EXCLUDED_CATEGORIES = {"ranking"}
 
 
 def cards_with_a_deployment() -> list[str]:
@@ -46,7 +47,9 @@ def cards_with_a_deployment() -> list[str]:
     names = []
     for path in sorted((REPO / "systems").glob("*.yaml")):
         raw = yaml.safe_load(path.read_text())
-        if isinstance(raw, dict) and raw.get("deployment") and path.stem not in EXCLUDED:
+        if not isinstance(raw, dict) or not raw.get("deployment"):
+            continue
+        if (raw.get("framing") or {}).get("category") not in EXCLUDED_CATEGORIES:
             names.append(path.stem)
     return names
 

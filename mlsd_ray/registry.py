@@ -51,9 +51,7 @@ def _client(workdir: Workdir) -> MlflowClient:
 
     workdir.root.mkdir(parents=True, exist_ok=True)
     uri = workdir.tracking_uri
-    endpoint = os.environ.get("AWS_ENDPOINT_URL")
-    if endpoint:  # MLflow's S3 artifact store reads its own variable
-        os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", endpoint)
+    storage.export_mlflow_s3_endpoint()
     if _mirrored_store(workdir):
         from mlsd_ray.workspace import pull
 
@@ -284,9 +282,7 @@ def localize(model_dir: str | Path, source: dict[str, str] | None = None) -> Pat
 
     from mlsd_ray.settings import cache_dir
 
-    endpoint = os.environ.get("AWS_ENDPOINT_URL")
-    if endpoint:
-        os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", endpoint)
+    storage.export_mlflow_s3_endpoint()
     target = _cached_package(cache_dir(), source["uri"])
     if not (target / "mlsd_model.json").is_file():
         log.info("fetching package %s into %s", source["uri"], target)

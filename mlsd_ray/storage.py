@@ -65,6 +65,27 @@ def safe_join(base: str, *names: str) -> str:
     return join(base, *names) if is_remote(base) else os.path.join(base, *names)
 
 
+_MLFLOW_S3_VAR = "MLFLOW_S3_ENDPOINT_URL"
+_derived_mlflow_s3: list[str] = []  # the value this module last exported, if any
+
+
+def export_mlflow_s3_endpoint() -> None:
+    """Export ``MLFLOW_S3_ENDPOINT_URL`` (MLflow's S3 artifact store reads its own variable) from
+    ``AWS_ENDPOINT_URL``. A value the user set stays; one exported here follows
+    ``AWS_ENDPOINT_URL`` when that changes, because one process may use two object stores in
+    turn and a stale endpoint sends artifacts to a server that is gone."""
+    endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
+    current = os.environ.get(_MLFLOW_S3_VAR)
+    if current is not None and current not in _derived_mlflow_s3:
+        return  # the user's own setting
+    _derived_mlflow_s3.clear()
+    if endpoint:
+        os.environ[_MLFLOW_S3_VAR] = endpoint
+        _derived_mlflow_s3.append(endpoint)
+    else:
+        os.environ.pop(_MLFLOW_S3_VAR, None)
+
+
 def s3_filesystem(**extra: Any) -> pafs.S3FileSystem:
     """The S3 filesystem for the environment's endpoint and credentials; ``extra`` are more
     ``pafs.S3FileSystem`` options (timeouts, retry strategy)."""

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from mlsd_ray import storage
 from mlsd_ray.errors import StorageError
 
 log = logging.getLogger(__name__)
@@ -118,10 +119,9 @@ def command(cfg: ServerConfig) -> tuple[list[str], dict[str, str]]:
     state = cfg.state_dir.resolve()
     state.mkdir(parents=True, exist_ok=True)
     artifacts = cfg.artifacts_destination or str(state / "artifacts")
+    storage.export_mlflow_s3_endpoint()
     env = dict(os.environ)
     env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    if env.get("AWS_ENDPOINT_URL"):
-        env.setdefault("MLFLOW_S3_ENDPOINT_URL", env["AWS_ENDPOINT_URL"])
     mlflow = str(Path(sys.executable).with_name("mlflow"))
     argv = [
         mlflow if Path(mlflow).exists() else "mlflow",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,22 @@ def test_card_storage_rejects_unknown_scheme_and_keys() -> None:
         load_card(CARD, ["storage.uri=gs://bkt/x"])
     with pytest.raises(CardError, match=r"storage\.bucket"):
         load_card(CARD, ["storage.bucket=x"])
+
+
+def test_mlflow_s3_endpoint_follows_the_object_store_but_not_over_the_user(monkeypatch) -> None:
+    # One process may use two object stores in turn (the suite does): a derived endpoint that
+    # stayed behind sent MLflow's artifacts to a server that was gone.
+    monkeypatch.delenv("MLFLOW_S3_ENDPOINT_URL", raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1111")
+    storage.export_mlflow_s3_endpoint()
+    assert os.environ["MLFLOW_S3_ENDPOINT_URL"] == "http://127.0.0.1:1111"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:2222")
+    storage.export_mlflow_s3_endpoint()
+    assert os.environ["MLFLOW_S3_ENDPOINT_URL"] == "http://127.0.0.1:2222"
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    storage.export_mlflow_s3_endpoint()
+    assert "MLFLOW_S3_ENDPOINT_URL" not in os.environ
+    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", "http://users-choice:9000")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:3333")
+    storage.export_mlflow_s3_endpoint()
+    assert os.environ["MLFLOW_S3_ENDPOINT_URL"] == "http://users-choice:9000"
