@@ -66,10 +66,8 @@ def decision_of(model_dir: Path, threshold: float | None = None) -> Decision:
     return Decision(list(m.classes), t, dict(m.class_thresholds))
 
 
-# The scoring actor and the read tasks feeding it share what a node has. With a whole CPU each,
-# a 1-CPU actor next to Serve replicas holding fractions left the reads none (the watch loop
-# hung), and on the one 1-CPU worker left after a node loss each waited for the other. So the
-# actor takes half and the reads the other half: one CPU runs both.
+# Half a CPU: next to Serve replicas holding fractions, a 1-CPU actor left the tasks feeding it
+# none on a 2-CPU Ray (the watch loop hung).
 SCORING_CPUS = 0.5
 
 
@@ -84,6 +82,10 @@ def score_frame(
 
     # The actor may run on a node without the driver's folder: the files go along (shipped.py).
     digest, files = pack(Path(model_dir))
+    # The rows are read before the scoring actor exists: Ray Data's file listing task asks for a
+    # whole CPU, so on the one 1-CPU node left after a node loss it and the actor (half a CPU)
+    # each waited for the other. Scoring collects every row on the driver anyway.
+    ds = ds.materialize()
     scored = ds.map_batches(
         ShippedPredictor,
         fn_constructor_args=(str(model_dir), digest, ray.put(files), version, inference),
@@ -127,8 +129,7 @@ def batch_predict_frame(
     from mlsd_ray.data.layout import read_dataset  # Hive partition columns come back typed
 
     ensure_ray()
-    ds = read_dataset(data_uri, num_cpus=1.0 - SCORING_CPUS)
-    frame = score_frame(ds, model_dir, version, inference)
+    frame = score_frame(read_dataset(data_uri), model_dir, version, inference)
     if len(frame) == 0:
         raise DataError(f"No rows to evaluate in {data_uri!r}.", fix="run the ETL stage first")
     return frame
