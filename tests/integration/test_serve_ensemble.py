@@ -97,7 +97,8 @@ def test_the_preprocessor_rejects_bad_instances_once(served):
     assert health == {"status": "ok", "model_version": "blend-7", "model_name": "blend"}
 
 
-def test_a_version_that_is_not_a_blend_is_refused_as_a_graph(ray_cluster, tmp_path, packages):
+def test_a_version_that_is_not_a_blend_is_refused_as_a_graph(tmp_path, packages):
+    """Refused while the app is built, before anything is deployed (no Ray needed)."""
     from mlsd_ray.serve.app import build_application
 
     card = graph_card(free_port())
