@@ -261,17 +261,18 @@ def _restore(batch: pa.Table, schema: pa.Schema, keys: list[str]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def read_dataset(uri: str) -> ray.data.Dataset:
+def read_dataset(uri: str, num_cpus: float = 1.0) -> ray.data.Dataset:
     """A split folder as a Ray Dataset (for batch inference over large splits), partition
-    keys restored with their types."""
+    keys restored with their types. ``num_cpus`` is what each read and restore task asks for:
+    a consumer holding part of a node's CPU (a scoring actor) leaves its read tasks the rest."""
     from functools import partial
 
     import ray.data
 
     fs, path = storage.filesystem(uri)
     schema, keys = read_layout(fs, path)
-    ds = ray.data.read_parquet(path, filesystem=fs)
+    ds = ray.data.read_parquet(path, filesystem=fs, ray_remote_args={"num_cpus": num_cpus})
     if schema is None or keys is None:
         return ds
     restore = partial(_restore, schema=schema, keys=keys.names)
-    return ds.map_batches(restore, batch_format="pyarrow", batch_size=None)
+    return ds.map_batches(restore, batch_format="pyarrow", batch_size=None, num_cpus=num_cpus)

@@ -66,6 +66,13 @@ def decision_of(model_dir: Path, threshold: float | None = None) -> Decision:
     return Decision(list(m.classes), t, dict(m.class_thresholds))
 
 
+# The scoring actor and the read tasks feeding it share what a node has. With a whole CPU each,
+# a 1-CPU actor next to Serve replicas holding fractions left the reads none (the watch loop
+# hung), and on the one 1-CPU worker left after a node loss each waited for the other. So the
+# actor takes half and the reads the other half: one CPU runs both.
+SCORING_CPUS = 0.5
+
+
 def score_frame(
     ds: Any, model_dir: Path, version: str | None = None, inference: str | None = None
 ) -> Any:
@@ -83,9 +90,7 @@ def score_frame(
         batch_format="pandas",
         batch_size=256,
         concurrency=1,  # one model copy: the cluster is small and loading dominates
-        # Half a CPU: the read tasks feeding it need a whole one, and next to Serve replicas
-        # holding fractions a 1-CPU actor left them none on a 2-CPU Ray (the watch loop hung).
-        num_cpus=0.5,
+        num_cpus=SCORING_CPUS,
     )
     frame = _collect(scored, Path(model_dir).name, ds)
     if {"_source", "_row"} <= set(frame.columns):
@@ -122,7 +127,8 @@ def batch_predict_frame(
     from mlsd_ray.data.layout import read_dataset  # Hive partition columns come back typed
 
     ensure_ray()
-    frame = score_frame(read_dataset(data_uri), model_dir, version, inference)
+    ds = read_dataset(data_uri, num_cpus=1.0 - SCORING_CPUS)
+    frame = score_frame(ds, model_dir, version, inference)
     if len(frame) == 0:
         raise DataError(f"No rows to evaluate in {data_uri!r}.", fix="run the ETL stage first")
     return frame

@@ -4,9 +4,8 @@ artifact on an S3 server on the bridge. Nothing of the project is changed for it
 
 The head schedules no work (``--num-cpus=0``, as on a real cluster) and each worker node has one
 CPU, so two one-CPU Train workers must land on two different nodes and a Serve replica on a
-worker node; the tests check where they ran. Tests run in order on one cluster. (A node killed
-mid-training is not tested yet: on the one remaining 1-CPU worker the evaluation after the
-resumed training deadlocked, a scoring actor and a read task each waiting for the CPU.)
+worker node; the tests check where they ran. Tests run in order on one cluster; the last one
+kills a node.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import REPO
+from tests.e2e.conftest import REPO, fast_overrides
 from tests.multinode import NamespaceCluster, NamespacesUnavailable, check_namespaces
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -220,3 +219,84 @@ def _stop_serving(c: NamespaceCluster, job: str) -> None:
         [str(bin_dir / "serve"), "shutdown", "-y", "-a", c.dashboard],
     ):
         subprocess.run(argv, env=c.env(), capture_output=True, timeout=180)
+
+
+def test_lost_node_mid_training_resumes_from_checkpoint(cluster: NamespaceCluster) -> None:
+    """SIGKILL the node of the only Train worker once a checkpoint is in S3; Ray Train restarts
+    the worker on the other node from that checkpoint and the pipeline finishes."""
+    import subprocess
+
+    workdir = f"s3://{BUCKET}/harmful_content"
+    overrides = [o for o in fast_overrides(port=SERVE_PORT) if "max_steps" not in o] + [
+        "models.candidates.0.trainer.epochs=20",
+        "models.candidates.0.trainer.max_steps=200",
+        "models.candidates.0.trainer.checkpoint_every_steps=20",
+        "models.candidates.0.trainer.num_workers=1",
+        "models.candidates.0.trainer.max_failures=2",
+    ]
+    entry = [
+        "python",
+        "jobs/pipeline.py",
+        "--card",
+        "systems/harmful_content.yaml",
+        "--workdir",
+        workdir,
+    ]
+    for o in overrides:
+        entry += ["--set", o]
+    job = f"mn-kill-{uuid.uuid4().hex[:8]}"
+    submit = cluster.submit_argv(entry, REPO)
+    submit[3:3] = ["--no-wait", "--submission-id", job]
+    subprocess.run(submit, env=cluster.env(), check=True, capture_output=True, timeout=300)
+    fs = s3(cluster)
+    prefix = workdir[len("s3://") :]
+    deadline = time.time() + 600
+    victim = None
+    while victim is None and time.time() < deadline:
+        status = cluster.api(f"/api/jobs/{job}")["status"]
+        assert status in ("PENDING", "RUNNING"), _job_logs(cluster, job)
+        checkpoints = [k for k in _find(fs, f"{prefix}/ray_results") if "/checkpoint_" in k]
+        live = [a for a in cluster.actors("RayTrainWorker") if a["state"] == "ALIVE"]
+        if checkpoints and live:
+            ip = cluster.node_ip_of(live[0]["node_id"])
+            victim = next(n for n in cluster.nodes if n.ip == ip)
+        time.sleep(1)
+    assert victim is not None and victim is not cluster.head, "no checkpoint before the deadline"
+    victim.kill()
+    while time.time() < deadline:
+        status = cluster.api(f"/api/jobs/{job}")["status"]
+        if status not in ("PENDING", "RUNNING"):
+            break
+        time.sleep(3)
+    assert status == "SUCCEEDED", _job_logs(cluster, job)
+    train = json.loads(fs.cat(f"{prefix}/train_summary.json"))
+    resumed = _values(train, "resumed_from_step")
+    assert resumed and max(resumed) > 0, train
+    survivors = {
+        cluster.node_ip_of(a["node_id"])
+        for a in cluster.actors("RayTrainWorker")
+        if a["state"] == "ALIVE" or a.get("end_time")
+    }
+    assert survivors - {victim.ip}, "the run never ran on another node"
+
+
+def _find(fs: Any, path: str) -> list[str]:
+    try:
+        return list(fs.find(path, refresh=True))
+    except FileNotFoundError:
+        return []
+
+
+def _values(tree: Any, key: str) -> list[Any]:
+    if isinstance(tree, dict):
+        return [tree[key]] * (key in tree) + [v for x in tree.values() for v in _values(x, key)]
+    if isinstance(tree, list):
+        return [v for x in tree for v in _values(x, key)]
+    return []
+
+
+def _job_logs(c: NamespaceCluster, job: str) -> str:
+    try:
+        return str(c.api(f"/api/jobs/{job}/logs")["logs"])[-4000:]
+    except OSError as err:
+        return f"(no logs: {err})"
