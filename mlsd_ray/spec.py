@@ -779,34 +779,39 @@ class Rollout(_Strict):
     shadow_log_uri: str = "predictions_shadow"
 
 
+#: ``deployment.ensemble`` keys of old (a graph of workdir packages, its stacker fitted when
+#: the app was built): refused with the way to the same result through the registry.
+_OLD_ENSEMBLE_KEYS = ("members", "combiner", "weights", "stacker_path")
+
+
 class Ensemble(_Strict):
-    """Several model packages behind one answer (preprocess -> members -> combiner)."""
+    """How a registered ensemble is served. An ensemble is a model of kind ``blend`` (a
+    candidate under ``models.candidates``, e.g. ``{kind: blend, params: {members: [tfidf,
+    minilm], method: stacking}}``): trained, evaluated, gated and registered like any other, so
+    promote and rollback apply to it; nothing is fitted at deploy time."""
 
-    #: Member packages: a trained model's name (``models/<name>`` in the workdir) or a package
-    #: folder; empty = serve the registry alias alone. e.g. ``[tfidf_logreg, minilm]``
-    members: list[str] = Field(default_factory=list)
-    #: "average": (weighted) mean of the members' probabilities; "stacked": a logistic
-    #: meta-learner over the members' logits, fitted on the validation split.
-    combiner: Literal["average", "stacked"] = "average"
-    #: Per-member weights for "average" (normalised), e.g. ``[1, 2]``; None = equal.
-    weights: list[float] | None = None
-    #: Where the fitted stacker (JSON) is kept, relative to the workdir,
-    #: e.g. ``models/stacker.json``.
-    stacker_path: str = "models/stacker.json"
+    #: False: the alias's version is served as one package (a blend loads all its members in
+    #: each replica). True: the alias's version must be a blend; each of its member packages
+    #: becomes its own deployment (``Member_<name>``, scaled apart), behind a preprocessor and a
+    #: combiner with the blend's stored weights. e.g. ``graph: true``
+    graph: bool = False
 
-    @model_validator(mode="after")
-    def _weights(self) -> Ensemble:
-        if len(self.members) == 1:
-            raise ValueError("members: an ensemble needs at least two members (or none)")
-        if len(set(self.members)) != len(self.members):
-            raise ValueError(f"members: {self.members} names a member twice")
-        if self.weights is not None and len(self.weights) != len(self.members):
-            raise ValueError(
-                f"weights has {len(self.weights)} items for {len(self.members)} members"
-            )
-        if self.weights is not None and (min(self.weights) < 0 or sum(self.weights) <= 0):
-            raise ValueError("weights must be >= 0 with a positive sum")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _old_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            old = [k for k in _OLD_ENSEMBLE_KEYS if k in data]
+            if old:
+                raise ValueError(
+                    "; ".join(
+                        f"deployment.ensemble.{k}: no longer a key; ensembles are registered "
+                        "models: add a candidate `{kind: blend, params: {members: [...], method: "
+                        "stacking}}` under models.candidates; `deployment.ensemble.graph: true` "
+                        "serves its members as separate deployments"
+                        for k in old
+                    )
+                )
+        return data
 
 
 class HAProxyPorts(_Strict):
@@ -1012,10 +1017,10 @@ class DesignCard(_Strict):
 
     @model_validator(mode="after")
     def _ensemble_fits_task(self) -> DesignCard:
-        if self.deployment.ensemble.members and self.framing.category != "binary":
+        if self.deployment.ensemble.graph and self.framing.category != "binary":
             raise ValueError(
-                "deployment.ensemble: members' probabilities are combined for binary cards only; "
-                f"this card is {self.framing.category!r} (remove deployment.ensemble.members)"
+                "deployment.ensemble.graph: a blend combines binary probabilities only; "
+                f"this card is {self.framing.category!r} (set deployment.ensemble.graph: false)"
             )
         return self
 
@@ -1186,8 +1191,9 @@ def _format_errors(err: ValidationError, where: str) -> str:
             for part in _keyed_parts(msg, _KEYED):
                 key, _, rest = part.partition(": ")
                 lines.append(f"{path}.{key}: {rest}")
-        elif e["type"] == "value_error" and not e["loc"]:
-            # A check across sections: its message names the keys; the whole card is no help.
+        elif e["type"] == "value_error" and (not e["loc"] or _ABSOLUTE.match(msg)):
+            # A check across sections (or one naming the absolute key): its message names the
+            # keys; the whole card (or section) is no help.
             lines.extend(_keyed_parts(msg, _ABSOLUTE))
         else:
             shown = repr(given)

@@ -42,6 +42,11 @@ INFO = "blend.json"
 EPS = 1e-6
 
 
+def member_folder(i: int) -> str:
+    """Where member ``i``'s package lies inside a blend package (also read by Serve's graph)."""
+    return f"members/{i:02d}"
+
+
 def logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(np.asarray(p, dtype=np.float64), EPS, 1 - EPS)
     return np.log(p / (1 - p))
@@ -84,6 +89,8 @@ def fit_combiner(method: str, P: np.ndarray, y: np.ndarray, C: float) -> dict[st
 
 
 def combine(method: str, state: dict[str, Any], P: np.ndarray) -> np.ndarray:
+    """The blend's P(positive) from its members' ``P`` (rows x members): the one place of this
+    math (the package's ``predict_proba`` and Serve's ``Combiner`` both call it)."""
     if method == "stacking":
         z = logit(P) @ np.asarray(state["coef"]) + float(state["intercept"])
         return 1.0 / (1.0 + np.exp(-z))
@@ -143,7 +150,7 @@ class Blend(Model):
     def save(self, path: Path) -> None:
         self._check_fitted("state_")
         for i, member in enumerate(self.members_):
-            shutil.copytree(member.folder, Path(path) / "members" / f"{i:02d}")
+            shutil.copytree(member.folder, Path(path) / member_folder(i))
         info = {"members": self.names, "method": self.method, "combiner": self.state_}
         (Path(path) / INFO).write_text(json.dumps(info, indent=2))
 
@@ -156,6 +163,6 @@ class Blend(Model):
             )
         info = json.loads((Path(path) / INFO).read_text())
         model = cls(inputs, **{**params, "members": info["members"], "method": info["method"]})
-        folders = {n: Path(path) / "members" / f"{i:02d}" for i, n in enumerate(info["members"])}
+        folders = {n: Path(path) / member_folder(i) for i, n in enumerate(info["members"])}
         model.with_members(folders).state_ = info["combiner"]
         return model

@@ -203,22 +203,32 @@ def _single(
     )
 
 
-def _ensemble(card: DesignCard, workdir: Workdir, log_options: Any) -> serve.Application:
-    """Preprocessor -> members -> combiner, each its own deployment."""
-    from mlsd_ray.serve.deployments import Combiner, Preprocessor
-    from mlsd_ray.serve.ensemble import combiner_config, member_packages
+def _ensemble(
+    card: DesignCard, version: str | None, package: Path, log_options: Any
+) -> serve.Application:
+    """The registered blend at ``package`` as a graph: Preprocessor -> one ``Member_<name>``
+    deployment per member package inside it -> Combiner with the blend's stored combiner."""
+    from mlsd_ray.registry import package_source
+    from mlsd_ray.serve.deployments import Combiner, ModelServer, Preprocessor
+    from mlsd_ray.serve.ensemble import combiner_config
 
-    members = member_packages(card, workdir)
-    config = combiner_config(card, workdir, members)
+    config = combiner_config(package, version)
+    # Members are folders of the blend's package: a replica on another node fetches the
+    # blend (its registry source) and serves its member folder.
     member_apps = [
-        _model_server(card, f"Member_{name}", None, package, None)
-        for name, package in members.items()
+        cast(serve.Deployment, ModelServer)
+        .options(
+            name=f"Member_{name}",
+            user_config=model_user_config(card, None, package) | {"subdir": folder},
+            **model_options(card),
+        )
+        .bind(None)
+        for name, folder in zip(config["members"], config["folders"], strict=True)
     ]
-    first = str(next(iter(members.values())))
     pre = (
         cast(serve.Deployment, Preprocessor)
         .options(name="Preprocessor", **_helper_options(card))
-        .bind(first)
+        .bind(str(package), package_source(package), config["folders"][0])
     )
     return (
         cast(serve.Deployment, Combiner)
@@ -240,8 +250,9 @@ def build_application(
 
     A single model without a rollout (and no watch loop to start one): one ``ModelIngress``
     deployment (edge and model).
-    Otherwise Ingress -> the alias's model (or the ensemble), plus the challenger when the
-    card's rollout mode is canary or shadow.
+    Otherwise Ingress -> the alias's model (or, with ``deployment.ensemble.graph``, the
+    alias's blend as a graph of its members), plus the challenger when the card's rollout mode
+    is canary or shadow.
     """
     from mlsd_ray.serve.deployments import Ingress
 
@@ -251,15 +262,19 @@ def build_application(
     # its canaries add a challenger behind the same Ingress, whereas changing the app's shape
     # (single deployment <-> graph) dropped requests while the new ingress came up.
     rolls_out = bool(card.monitoring.loop.feedback.sources)
-    if not d.ensemble.members and d.rollout.mode == "none" and not rolls_out:
-        version, package = resolve_model(card, workdir, alias, model_dir)
+    version, package = resolve_model(card, workdir, alias, model_dir)
+    if not d.ensemble.graph and d.rollout.mode == "none" and not rolls_out:
         log.info("serving %s from %s (version %s)", card.name, package, version or "from package")
         return _single(card, version, package, main_log)
-    if d.ensemble.members:
-        primary = _ensemble(card, workdir, main_log)
-        log.info("serving %s as an ensemble of %s", card.name, d.ensemble.members)
+    if d.ensemble.graph:
+        primary = _ensemble(card, version, package, main_log)
+        log.info(
+            "serving %s: the blend at %s (version %s) as a graph",
+            card.name,
+            package,
+            version or "from package",
+        )
     else:
-        version, package = resolve_model(card, workdir, alias, model_dir)
         primary = _model_server(card, "ModelServer", version, package, main_log)
         log.info("serving %s from %s (version %s)", card.name, package, version or "from package")
     challenger = None

@@ -2,7 +2,7 @@
 
     Ingress (HTTP) --> ModelServer (alias)                      canary / shadow rollouts
                    \-> ModelServer "Challenger"
-                   \-> Combiner --> Preprocessor, members...    ensemble
+                   \-> Combiner --> Preprocessor, members...    a blend as a graph
 
 A single model without a rollout skips this graph: ``single.ModelIngress`` is edge and batched
 model in one replica (one hop fewer per request).
@@ -16,8 +16,9 @@ model in one replica (one hop fewer per request).
   redeploy starts new replicas before old ones stop, so promotion and rollback drop no
   request. ``@serve.batch`` groups concurrent requests so that one vectorised
   ``predict_frame`` call answers many.
-* ``Preprocessor`` validates and types instances once for every ensemble member;
-  ``Combiner`` fans them out to the members and combines their probabilities.
+* ``Preprocessor`` validates and types instances once for every member of a registered blend
+  (``deployment.ensemble.graph``); ``Combiner`` fans them out to the members and combines
+  their probabilities with the blend's stored combiner (nothing is fitted at deploy time).
 """
 
 import asyncio
@@ -36,7 +37,6 @@ from ray.serve.handle import DeploymentHandle
 from mlsd_ray.models.package import read_manifest
 from mlsd_ray.monitor.log import PredictionLogger
 from mlsd_ray.predict import InvalidInput, Predictor
-from mlsd_ray.serve.combine import combiner_from_config
 from mlsd_ray.serve.edge import (
     HEALTH_TIMEOUT_S,
     PREDICT_OPENAPI,
@@ -45,6 +45,7 @@ from mlsd_ray.serve.edge import (
     json_response,
     request_id_of,
 )
+from mlsd_ray.serve.ensemble import combined_answer
 from mlsd_ray.serve.requests import BadRequest
 from mlsd_ray.serve.scoring import BatchedModel
 
@@ -76,8 +77,12 @@ class ModelServer(BatchedModel):
 class Preprocessor:
     """Validation and typing of raw instances, once for all ensemble members."""
 
-    def __init__(self, model_dir: str) -> None:
-        self.schema = SchemaOnly(model_dir)
+    def __init__(
+        self, model_dir: str, source: dict[str, str] | None = None, subdir: str = ""
+    ) -> None:
+        from mlsd_ray.registry import localize  # the driver's folder, or a registry download
+
+        self.schema = SchemaOnly(localize(model_dir, source) / subdir)
 
     def clean(self, instances: list[Any]) -> dict[str, Any]:
         try:
@@ -91,7 +96,8 @@ class Preprocessor:
 
 @serve.deployment
 class Combiner:
-    """Preprocess -> every member (batched in its own deployment) -> one probability."""
+    """Preprocess -> every member of a registered blend (batched in its own deployment) -> the
+    blend's stored combiner (``ensemble.combiner_config``): one probability and label."""
 
     def __init__(
         self,
@@ -102,15 +108,16 @@ class Combiner:
     ) -> None:
         self.preprocessor = preprocessor
         self.members = members
+        self.config = config
         self.names: list[str] = config["members"]
-        self.combiner = combiner_from_config(config)
         self.logger = PredictionLogger(**log_options) if log_options else None
 
     async def describe(self) -> dict[str, Any]:
         infos = await asyncio.gather(*(m.describe.remote() for m in self.members))
         return {
-            "name": "ensemble(" + "+".join(i["name"] for i in infos) + ")",
-            "version": "+".join(str(i["version"]) for i in infos),
+            "name": self.config["model_name"],
+            "kind": "blend",
+            "version": self.config["model_version"],
             "members": infos,
         }
 
@@ -124,14 +131,15 @@ class Combiner:
             if "error" in answer:
                 return cast(dict[str, Any], answer)
         scores = np.column_stack([a["predictions"] for a in answers])
-        combined = self.combiner.combine(scores)
-        version = "+".join(str(a["model_version"]) for a in answers)
+        combined, labels = combined_answer(self.config, scores)
+        version = self.config["model_version"]
         if self.logger is not None:
             self.logger.log(request_id, rows, combined, version)
         return {
             "predictions": combined.tolist(),
+            "labels": labels,
             "model_version": version,
-            "model_name": "ensemble(" + "+".join(a["model_name"] for a in answers) + ")",
+            "model_name": self.config["model_name"],
             "members": {n: a["predictions"] for n, a in zip(self.names, answers, strict=True)},
             # Batches form in the members; report the first member's.
             "batch_id": answers[0]["batch_id"],

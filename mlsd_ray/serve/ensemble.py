@@ -1,95 +1,69 @@
-"""Ensemble members and their combiner, resolved from the card before the graph is built.
+"""A registered blend served as a graph (``deployment.ensemble.graph: true``).
 
-Members are trained packages (``models/<name>`` in the workdir) or package folders. They must
-take the same inputs, since one preprocessor validates each request for all of them. The
-stacked combiner is fitted on the validation split the first time and kept as JSON at
-``deployment.ensemble.stacker_path``; delete the file to refit.
+An ensemble is a registered model of kind ``blend`` (`mlsd_ray.models.blend`): trained,
+evaluated and gated like any candidate, and moved by promote and rollback like any version.
+Served plainly, one deployment loads it with all its members. As a graph, each member package
+inside it (``members/NN/``, with its own calibration) becomes a ``ModelServer`` of its own, and
+the ``Combiner`` applies the blend's stored combiner (``blend.json``) to their answers. Nothing
+is fitted when the app is built and no split is read: the graph answers what the blend's own
+``Predictor`` answers, labels at its stored threshold included.
 """
 
 from __future__ import annotations
 
-import logging
+import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mlsd_ray.errors import CardError
+from mlsd_ray.models.blend import INFO, combine, member_folder
+from mlsd_ray.models.calibration import Calibrator
 from mlsd_ray.models.package import read_manifest
-from mlsd_ray.serve.combine import StackedCombiner
-from mlsd_ray.settings import Workdir
-from mlsd_ray.spec import DesignCard
-
-log = logging.getLogger(__name__)
+from mlsd_ray.tasks import get_task
+from mlsd_ray.tasks.base import Decision
 
 
-def member_packages(card: DesignCard, workdir: Workdir) -> dict[str, Path]:
-    """Member name -> package folder, checked to exist and to share one input schema."""
-    members: dict[str, Path] = {}
-    for ref in card.deployment.ensemble.members:
-        path = Path(ref) if Path(ref).is_dir() else workdir.model_dir(ref)
-        if not (path / "mlsd_model.json").is_file():
-            raise CardError(
-                f"deployment.ensemble.members: {ref!r} is neither a trained model of this "
-                f"workdir ({workdir.model_dir(ref)}) nor a package folder.",
-                fix="train it first (`mlsd train CARD --only NAME`) or give a package path",
-            )
-        members[ref] = path.resolve()
-    if len(members) < 2:
-        raise CardError("deployment.ensemble.members: an ensemble needs at least two members.")
-    schemas = {name: read_manifest(p).inputs for name, p in members.items()}
-    first = next(iter(schemas.values()))
-    for name, inputs in schemas.items():
-        if inputs != first:
-            raise CardError(
-                f"deployment.ensemble.members: {name!r} takes inputs "
-                f"{[i.name for i in inputs]}, the first member {[i.name for i in first]}.",
-                why="one preprocessor validates each request for every member",
-            )
-    for name, p in members.items():
-        if read_manifest(p).category != "binary":
-            raise CardError(
-                f"deployment.ensemble: member {name!r} is not binary; only binary "
-                "tasks can be combined"
-            )
-    return members
+def combiner_config(package: Path, version: str | None = None) -> dict[str, Any]:
+    """Plain-JSON config the ``Combiner`` deployment is bound with, read from the blend package
+    the alias resolved to (``version``: the registry's; None = the package's own)."""
+    package = Path(package)
+    manifest = read_manifest(package)
+    if manifest.kind != "blend" or not (package / INFO).is_file():
+        raise CardError(
+            f"deployment.ensemble.graph: the served version ({version or package}) is a "
+            f"{manifest.kind!r} model, not a blend; only a blend's members can be served as "
+            "separate deployments.",
+            why="an ensemble is a registered version that went through evaluation and the gate",
+            fix="train a `kind: blend` candidate and let it win the gate (the alias then points "
+            "at it), or set deployment.ensemble.graph: false",
+        )
+    info = json.loads((package / INFO).read_text())
+    calibrator = Calibrator.load(package)  # a blend is not calibrated itself; honoured if it is
+    return {
+        "members": list(info["members"]),
+        "folders": [member_folder(i) for i in range(len(info["members"]))],
+        "method": info["method"],
+        "state": info["combiner"],
+        "calibration": None if calibrator is None else asdict(calibrator),
+        "category": manifest.category,
+        "decision": asdict(
+            Decision(list(manifest.classes), manifest.threshold, dict(manifest.class_thresholds))
+        ),
+        "model_name": manifest.name,
+        "model_version": version or str(manifest.metadata.get("version", "local")),
+    }
 
 
-def member_scores(members: dict[str, Path], frame: Any) -> np.ndarray:
-    """(rows x members) P(positive) of every member on ``frame`` (in-process, for fitting)."""
-    from mlsd_ray.predict import Predictor
-
-    predictors = [Predictor(p) for p in members.values()]
-    return np.column_stack([p.predict_frame(frame[p.manifest.input_names]) for p in predictors])
-
-
-def fit_stacker(card: DesignCard, workdir: Workdir, members: dict[str, Path]) -> StackedCombiner:
-    """Fit the stacked combiner on the validation split (never the test split)."""
-    from mlsd_ray.data.layout import read_split
-    from mlsd_ray.data.verify import LABEL
-
-    frame = read_split(workdir.split_uri(card, "validation"))
-    y = frame[LABEL].to_numpy()
-    return StackedCombiner().fit(member_scores(members, frame), y)
-
-
-def combiner_config(card: DesignCard, workdir: Workdir, members: dict[str, Path]) -> dict[str, Any]:
-    """Plain-JSON config the ``Combiner`` deployment is bound with."""
-    e = card.deployment.ensemble
-    config: dict[str, Any] = {"members": list(members), "n_members": len(members)}
-    if e.combiner == "average":
-        return config | {"kind": "average", "weights": e.weights}
-    path = Path(workdir.resolve(e.stacker_path))
-    if path.is_file():
-        stacker = StackedCombiner.load(path)
-        if len(stacker.coef_) != len(members):
-            raise CardError(
-                f"deployment.ensemble.stacker_path: {path} was fitted for "
-                f"{len(stacker.coef_)} members, the card lists {len(members)}.",
-                fix="delete the file to refit it on the validation split",
-            )
-    else:
-        stacker = fit_stacker(card, workdir, members)
-        stacker.save(path)
-        log.info("fitted the stacked combiner on the validation split: %s", path)
-    return config | {"kind": "stacked", "state": stacker.to_json()}
+def combined_answer(config: dict[str, Any], scores: np.ndarray) -> tuple[np.ndarray, list[Any]]:
+    """(probabilities, labels) from the members' probabilities ``scores`` (rows x members), as
+    ``Predictor(blend package)`` gives them: the blend's combiner, then its calibration if any,
+    labels by the package's decision rule."""
+    p = combine(config["method"], config["state"], np.asarray(scores, dtype=np.float64))
+    if config.get("calibration"):
+        p = Calibrator(**config["calibration"]).apply(p)
+    if len(p) == 0:
+        return p, []
+    return p, get_task(config["category"]).labels(p, Decision(**config["decision"]))

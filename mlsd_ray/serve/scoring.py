@@ -40,14 +40,17 @@ class BatchedModel:
 
     async def reconfigure(self, config: dict[str, Any]) -> None:
         """``user_config``: ``model_dir``, ``version``, ``max_batch_size``,
-        ``batch_wait_timeout_s``, ``inference`` (the CPU path of a transformer). Serve calls it at
-        start and on every user_config change."""
+        ``batch_wait_timeout_s``, ``inference`` (the CPU path of a transformer), ``subdir`` (a
+        blend member's folder in ``model_dir``). Serve calls it at start and on every
+        user_config change."""
         batcher = cast(Any, self._predict_batch)  # @serve.batch adds these setters
         batcher.set_max_batch_size(int(config["max_batch_size"]))
         batcher.set_batch_wait_timeout_s(float(config["batch_wait_timeout_s"]))
         from mlsd_ray.registry import localize  # the driver's folder, or a registry download
 
         model_dir = await asyncio.to_thread(localize, config["model_dir"], config.get("source"))
+        # A member of a blend served as a graph: its folder inside the blend's package.
+        model_dir = model_dir / config["subdir"] if config.get("subdir") else model_dir
         wanted = (str(model_dir), config.get("version"), config.get("inference"))
         # Intra-op threads = the replica's CPUs: torch's and ONNX Runtime's (which copies torch's).
         if config.get("threads"):

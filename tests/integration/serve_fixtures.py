@@ -45,3 +45,34 @@ def tfidf_package(path: Path, seed: int = 0, name: str = "tfidf_logreg", c: floa
             metadata={"version": f"{name}-{seed}"},
         ),
     )
+
+
+def blend_package(
+    path: Path,
+    members: dict[str, Path],
+    method: str = "stacking",
+    threshold: float = 0.5,
+    version: str = "blend-1",
+) -> Path:
+    """A real blend over member packages: its combiner fitted on held-out posts (as the training
+    stage fits it on validation), saved with the package writer the stage uses."""
+    from mlsd_ray.models.blend import Blend
+
+    held_out = toy_posts(seed=2, n=80)
+    names = list(members)
+    model = Blend(["text"], members=names, method=method, folds=2).with_members(members)
+    model.fit(held_out[["text"]], held_out["label"].to_numpy())
+    return save_package(
+        model,
+        path,
+        ModelManifest(
+            name="blend",
+            kind="blend",
+            category="binary",
+            inputs=[InputSchema(name="text", type="text")],
+            classes=["ok", "harmful"],
+            threshold=threshold,
+            params=model.params,
+            metadata={"version": version},
+        ),
+    )

@@ -15,7 +15,7 @@ CARD = REPO / "systems" / "harmful_content.yaml"
 
 def test_defaults_are_safe():
     d = load_card(CARD).deployment
-    assert d.rollout.mode == "none" and d.ensemble.members == []
+    assert d.rollout.mode == "none" and d.ensemble.graph is False
     assert d.request_timeout_s > 0 and d.max_queued_requests >= 1
 
 
@@ -24,7 +24,7 @@ def test_defaults_are_safe():
     [
         ("deployment.rollout.canary_weight=1.5", "deployment.rollout.canary_weight"),
         ("deployment.rollout.mode=blue_green", "deployment.rollout.mode"),
-        ("deployment.ensemble.combiner=vote", "deployment.ensemble.combiner"),
+        ("deployment.ensemble.graph=maybe", "deployment.ensemble.graph"),
         ("deployment.max_queued_requests=0", "deployment.max_queued_requests"),
         ("deployment.request_timeout_s=0", "deployment.request_timeout_s"),
     ],
@@ -34,11 +34,32 @@ def test_bad_serving_fields_name_the_key(override, key):
         load_card(CARD, overrides=[override])
 
 
-def test_ensemble_weights_must_match_members():
-    with pytest.raises(CardError, match="weights has 1 items for 2 members"):
+@pytest.mark.parametrize(
+    "override",
+    [
+        "deployment.ensemble.members=[a, b]",
+        "deployment.ensemble.combiner=stacked",
+        "deployment.ensemble.weights=[1, 2]",
+        "deployment.ensemble.stacker_path=models/stacker.json",
+    ],
+)
+def test_old_ensemble_keys_are_refused_with_the_way_through_the_registry(override):
+    key = override.partition("=")[0]
+    with pytest.raises(CardError) as err:
+        load_card(CARD, overrides=[override])
+    message = str(err.value)
+    assert f"{key}: no longer a key; ensembles are registered models" in message
+    assert "`{kind: blend, params: {members: [...], method: stacking}}`" in message
+    assert "models.candidates" in message and "deployment.ensemble.graph: true" in message
+    assert "unknown key" not in message and "expected" not in message
+
+
+def test_graph_is_accepted_for_binary_cards_only():
+    assert load_card(CARD, overrides=["deployment.ensemble.graph=true"]).deployment.ensemble.graph
+    with pytest.raises(CardError, match=r"deployment\.ensemble\.graph: a blend combines binary"):
         load_card(
-            CARD,
-            overrides=["deployment.ensemble.members=[a, b]", "deployment.ensemble.weights=[1]"],
+            REPO / "systems" / "watch_time.yaml",
+            overrides=["deployment.ensemble.graph=true"],
         )
 
 

@@ -157,8 +157,14 @@ def test_behaviour_suite_and_ensemble_are_checked_when_the_card_loads(tmp_path: 
     with pytest.raises(CardError, match="invariance needs `perturb`"):
         card_from_dict(raw, base_dir=tmp_path)
     raw["evaluation"].pop("behaviour")
-    raw["deployment"]["ensemble"] = {"members": ["only_one"]}
-    with pytest.raises(CardError, match="at least two members"):
+    # An ensemble is a registered blend: the old graph-of-packages keys are refused.
+    raw["deployment"]["ensemble"] = {"members": ["a", "b"], "combiner": "stacked"}
+    with pytest.raises(CardError) as err:
         card_from_dict(raw, base_dir=tmp_path)
-    raw["deployment"]["ensemble"] = {"members": ["a", "b"]}
-    assert card_from_dict(raw, base_dir=tmp_path).deployment.ensemble.members == ["a", "b"]
+    for key in ("members", "combiner"):
+        assert f"deployment.ensemble.{key}: no longer a key; ensembles are registered" in str(
+            err.value
+        )
+    assert "{kind: blend, params: {members: [...], method: stacking}}" in str(err.value)
+    raw["deployment"]["ensemble"] = {"graph": True}
+    assert card_from_dict(raw, base_dir=tmp_path).deployment.ensemble.graph is True
