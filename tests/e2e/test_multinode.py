@@ -263,21 +263,26 @@ def test_lost_node_mid_training_resumes_from_checkpoint(cluster: NamespaceCluste
         time.sleep(1)
     assert victim is not None and victim is not cluster.head, "no checkpoint before the deadline"
     victim.kill()
+    # Where Train workers run after the kill, seen while they live (the GCS forgets the actors
+    # of a finished job).
+    resumed_on: set[str] = set()
     while time.time() < deadline:
         status = cluster.api(f"/api/jobs/{job}")["status"]
         if status not in ("PENDING", "RUNNING"):
             break
-        time.sleep(3)
+        live = [a for a in cluster.actors("RayTrainWorker") if a["state"] == "ALIVE"]
+        resumed_on |= {cluster.node_ip_of(a["node_id"]) for a in live}
+        time.sleep(1)
     assert status == "SUCCEEDED", _job_logs(cluster, job)
-    train = json.loads(fs.cat(f"{prefix}/train_summary.json"))
-    resumed = _values(train, "resumed_from_step")
-    assert resumed and max(resumed) > 0, train
-    survivors = {
-        cluster.node_ip_of(a["node_id"])
-        for a in cluster.actors("RayTrainWorker")
-        if a["state"] == "ALIVE" or a.get("end_time")
-    }
-    assert survivors - {victim.ip}, "the run never ran on another node"
+    # The transformer's package records the step its last (resumed) run started from.
+    manifests = [
+        json.loads(fs.cat(k))
+        for k in _find(fs, f"{prefix}/models")
+        if k.endswith("/mlsd_model.json")
+    ]
+    resumed = _values(manifests, "resumed_from_step")
+    assert resumed and max(resumed) > 0, manifests
+    assert resumed_on - {victim.ip}, f"no Train worker ran after the kill: {resumed_on}"
 
 
 def _find(fs: Any, path: str) -> list[str]:
@@ -289,7 +294,8 @@ def _find(fs: Any, path: str) -> list[str]:
 
 def _values(tree: Any, key: str) -> list[Any]:
     if isinstance(tree, dict):
-        return [tree[key]] * (key in tree) + [v for x in tree.values() for v in _values(x, key)]
+        here = [tree[key]] if key in tree else []
+        return here + [v for x in tree.values() for v in _values(x, key)]
     if isinstance(tree, list):
         return [v for x in tree for v in _values(x, key)]
     return []
