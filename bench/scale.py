@@ -132,7 +132,14 @@ def run_cluster(nodes: int, sizes: list[int], rounds: int, cores: int) -> list[d
         )
         if proc.returncode != 0:
             raise RuntimeError(f"driver on {nodes} node(s) failed:\n{proc.stderr[-4000:]}")
-        return list(json.loads(proc.stdout.strip().splitlines()[-1])["rows"])
+        # The driver's result is its one line starting with {"rows" (Ray may print after it).
+        lines = [x for x in proc.stdout.splitlines() if x.startswith('{"rows"')]
+        if not lines:
+            raise RuntimeError(
+                f"driver on {nodes} node(s) printed no result:\n{proc.stdout[-4000:]}"
+            )
+        logging.warning("scale: %d node(s) done: %s", nodes, lines[-1])
+        return list(json.loads(lines[-1])["rows"])
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
