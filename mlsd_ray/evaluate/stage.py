@@ -66,11 +66,6 @@ def decision_of(model_dir: Path, threshold: float | None = None) -> Decision:
     return Decision(list(m.classes), t, dict(m.class_thresholds))
 
 
-# Half a CPU: next to Serve replicas holding fractions, a 1-CPU actor left the tasks feeding it
-# none on a 2-CPU Ray (the watch loop hung).
-SCORING_CPUS = 0.5
-
-
 def score_frame(
     ds: Any, model_dir: Path, version: str | None = None, inference: str | None = None
 ) -> Any:
@@ -92,7 +87,9 @@ def score_frame(
         batch_format="pandas",
         batch_size=256,
         concurrency=1,  # one model copy: the cluster is small and loading dominates
-        num_cpus=SCORING_CPUS,
+        # Half a CPU: next to Serve replicas holding fractions, a 1-CPU actor left the tasks
+        # feeding it none on a 2-CPU Ray (the watch loop hung).
+        num_cpus=0.5,
     )
     frame = _collect(scored, Path(model_dir).name, ds)
     if {"_source", "_row"} <= set(frame.columns):
