@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
 import json
 import logging
@@ -30,6 +31,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -198,26 +200,18 @@ def capacity(url: str, texts: list[str], clients: int, seconds: float) -> dict[s
     return result
 
 
-# Main --------------------------------------------------------------------------------------
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=10.0)
-    parser.add_argument("--fraction", type=float, default=0.7, help="of the measured capacity")
-    parser.add_argument("--json", type=Path, help="write the results here")
-    parser.add_argument("--capacity-rps", type=float, help="skip the capacity measurement")
-    parser.add_argument("--capacity-clients", type=int, default=16)
-    parser.add_argument("--capacity-seconds", type=float, default=20.0)
-    parser.add_argument("--max-in-flight", type=int, default=64)
-    parser.add_argument("--model-dir", type=Path, help="a MiniLM package (default: built now)")
-    parser.add_argument("--set", action="append", default=[], help="card override KEY=VALUE")
-    args = parser.parse_args(argv)
-    if not 0 < args.fraction <= 1 or args.minutes <= 0:
-        parser.error("--fraction must be in (0, 1] and --minutes > 0")
+# Serving -----------------------------------------------------------------------------------
+def setup_logging() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
+
+@contextlib.contextmanager
+def serving(sets: list[str], model_dir: Path | None) -> Iterator[tuple[str, Any]]:
+    """The harmful-content card served on a fresh local Ray (loopback, free ports) with a MiniLM
+    package; yields (base URL, card). Serve and Ray are shut down on the way out."""
     import ray
     from ray import serve
 
@@ -234,12 +228,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"deployment.port={port}",
             f"deployment.haproxy.stats_port={bench.free_port()}",
             f"deployment.haproxy.metrics_port={bench.free_port()}",
-            *args.set,
+            *sets,
         ],
     )
-    model_dir = args.model_dir or bench.minilm_package(Path(tempfile.mkdtemp(prefix="soak_")) / "m")
-    texts = bench.tweets()
-    load_before = os.getloadavg()
+    model_dir = model_dir or bench.minilm_package(Path(tempfile.mkdtemp(prefix="soak_")) / "m")
     proxy.prepare(card)  # the proxy is fixed when Ray starts: its variables go in first
     bench.start_ray()
     try:
@@ -248,6 +240,37 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         serve.run(build_application(card, workdir, model_dir=model_dir), name=APP, route_prefix="/")
         url = f"http://127.0.0.1:{port}"
         bench.wait_ready(url)
+        yield url, card
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def proxy_of(card: Any) -> str:
+    from mlsd_ray.serve import proxy
+
+    return str(proxy.chosen(card))
+
+
+# Main --------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--fraction", type=float, default=0.7, help="of the measured capacity")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--capacity-rps", type=float, help="skip the capacity measurement")
+    parser.add_argument("--capacity-clients", type=int, default=16)
+    parser.add_argument("--capacity-seconds", type=float, default=20.0)
+    parser.add_argument("--max-in-flight", type=int, default=64)
+    parser.add_argument("--model-dir", type=Path, help="a MiniLM package (default: built now)")
+    parser.add_argument("--set", action="append", default=[], help="card override KEY=VALUE")
+    args = parser.parse_args(argv)
+    if not 0 < args.fraction <= 1 or args.minutes <= 0:
+        parser.error("--fraction must be in (0, 1] and --minutes > 0")
+    setup_logging()
+    load_before = os.getloadavg()
+    with serving(args.set, args.model_dir) as (url, card):
+        texts = bench.tweets()
         cap = None
         if args.capacity_rps is None:
             log.info(
@@ -267,12 +290,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         soak = asyncio.run(_open_loop(url, texts, rate, args.minutes * 60, args.max_in_flight))
         end = serve_processes()
         stats = httpx.get(f"{url}/stats", timeout=10).json()
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+        chosen_proxy = proxy_of(card)
     out = {
         "card": str(CARD.relative_to(REPO)),
-        "proxy": proxy.chosen(card),
+        "proxy": chosen_proxy,
         "minutes": args.minutes,
         "fraction": args.fraction,
         "capacity_rps": rps,
