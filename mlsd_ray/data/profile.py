@@ -383,7 +383,11 @@ def dataset_states(ds: ray.data.Dataset, kinds: dict[str, str]) -> dict[str, Sta
     parts = ds.map_batches(
         partial(_block_profile, kinds=kinds), batch_format="pyarrow", batch_size=None
     ).take_all()
-    states = [pickle.loads(row["state"]) for row in parts]
+    return merge_blocks([pickle.loads(row["state"]) for row in parts], kinds)
+
+
+def merge_blocks(states: list[dict[str, State]], kinds: dict[str, str]) -> dict[str, State]:
+    """``merge_all``, or the state of no rows when there are no blocks."""
     if not states:
         types = {
             n: pa.float64() if k in ("numeric", "time") else pa.string() for n, k in kinds.items()

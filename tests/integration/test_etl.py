@@ -108,7 +108,7 @@ def test_davidson_from_s3_to_s3_keeps_every_row_stratified(
         "harmful": int((splits["train"]["label"] == 1).sum()),
     }
     written = read_json(str(workdir.summary_path("etl")))
-    assert written["rows_in"] == 2000 and set(written["seconds"]) >= {"read", "verify", "total"}
+    assert written["rows_in"] == 2000 and set(written["seconds"]) >= {"read_verify", "total"}
     assert read_split(card, workdir, "quarantine").empty
 
 
