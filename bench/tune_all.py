@@ -13,7 +13,8 @@ For each card (``systems/*.yaml`` but the ranking graph, which is tuned with its
    ``<config-dir>/<card>.yaml``. A card whose p99 target no setting meets keeps its config
    and the table says so, with the best p99 reached.
 
-``<out>/README.md`` gets one row per card. Each subprocess starts and ends its own local Ray
+``<out>/README.md`` gets one row per card, with its command; rows of cards not in this run
+stay from earlier runs (``summary.json``). Each subprocess starts and ends its own local Ray
 (the card's proxy), so nothing is left running. ``--set KEY=VALUE`` goes to every card (e.g.
 smaller synthetic data for a quick proof; only the tuned keys reach the config, so a proof
 run's winners, measured under its overrides, belong in ``--config-dir`` of a scratch folder);
@@ -103,13 +104,22 @@ def _sweep(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def write_table(rows: list[dict[str, Any]], out: Path, argv: list[str]) -> Path:
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+def merged(rows: list[dict[str, Any]], out: Path) -> list[dict[str, Any]]:
+    """This run's rows after the rows of earlier runs for the other cards (``summary.json``):
+    a run over some cards keeps the table of the rest."""
+    path = out / "summary.json"
+    earlier = json.loads(path.read_text()) if path.is_file() else []
+    mine = {r["card"] for r in rows}
+    return [r for r in earlier if r["card"] not in mine] + rows
+
+
+def write_table(rows: list[dict[str, Any]], out: Path) -> Path:
     lines = [
         "# Tuned Serve configs (`mlsd serve tune` for every card)",
         "",
-        f"Written by `python bench/tune_all.py {' '.join(argv)}`; load average (1, 5, 15 min) at",
-        f"the end: {load}. Each card's sweep is in its folder (sweep.md, sweep.csv, sweep.png).",
+        "Written by `bench/tune_all.py`; each card's row comes from the command listed under the",
+        "table, with the load average (1, 5, 15 min) at its end. Each card's sweep is in its",
+        "folder (sweep.md, sweep.csv, sweep.png).",
         "",
         "| card | target p99 ms | chosen (batch, wait s, ongoing, replicas) | req/s | p99 ms "
         "| best p99 ms of the sweep | settings |",
@@ -125,6 +135,8 @@ def write_table(rows: list[dict[str, Any]], out: Path, argv: list[str]) -> Path:
             chosen, rate, p99 = "**target not met**: config unchanged", "", ""
         lines.append(f"| {r['card']} | {r.get('target_p99_ms', '')} | {chosen} | {rate} | {p99} "
                      f"| {r['best_p99_ms']} | {r['points']} |")  # fmt: skip
+    lines += ["", "Commands:", ""]
+    lines += [f"- {r['card']}: `{r.get('command', '')}` (load {r.get('load', '?')})" for r in rows]
     lines += ["", *(f"![{r['card']}]({r['plot']})" for r in rows)]
     path = out / "README.md"
     path.write_text("\n".join(lines) + "\n")
@@ -158,9 +170,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         if not config.is_file():  # a card without a config gets the template's
             shutil.copy(REPO / "serve_configs" / f"{card}.yaml", config)
         row = tune(card, train(card, workdir, args.sets), workdir, args.out / card, config, args)
+        row["command"] = "python bench/tune_all.py " + " ".join(argv)
+        row["load"] = ", ".join(f"{x:.2f}" for x in os.getloadavg())
         print(json.dumps(row, default=str), flush=True)
         rows.append(row)
-    print("table:", write_table(rows, args.out, argv))
+    print("table:", write_table(merged(rows, args.out), args.out))
     return rows
 
 
