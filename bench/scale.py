@@ -102,7 +102,7 @@ def driver(nodes: int, sizes: list[int], rounds: int, cpus: int, local: bool) ->
     fs.put(str(scratch / "in-2000") + "/", f"{BUCKET}/in-2000/", recursive=True)
     etl(2_000, f"s3://{BUCKET}/warm")
     warm_frame, warm_inputs, warm_params = load(2_000)
-    gbdt(warm_frame, warm_inputs, warm_params, str(scratch / "rr-warm"))
+    gbdt(warm_frame, warm_inputs, warm_params, f"s3://{BUCKET}/ray_results_warm")
     rows: list[dict[str, Any]] = []
     for size in sizes:
         files = max(1, min(8, size // 50_000))
