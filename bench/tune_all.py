@@ -9,6 +9,9 @@ For each card (``systems/*.yaml`` but the ranking graph, which is tuned with its
    gate, registry), unless that workdir already has an evaluation report;
 2. ``mlsd serve tune CARD --model-dir <evaluated candidate>`` with the grid given here: the
    candidate the evaluation put forward, so a card whose gate failed is still tuned;
+   The load: ``--clients`` concurrent clients, by default the concurrency the card's own
+   requirements imply (``expected_qps x latency_p99_ms``, Little's law; 16 in earlier runs,
+   which on 2 cores only measured queueing);
 3. the sweep (CSV, Markdown, PNG) lands in ``<out>/<card>/``; the winner is written into
    ``<config-dir>/<card>.yaml``. A card whose p99 target no setting meets keeps its config
    and the table says so, with the best p99 reached.
@@ -26,6 +29,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import re
 import shutil
@@ -73,14 +77,25 @@ def train(card: str, workdir: Path, sets: list[str]) -> Path:
     return workdir / "models" / candidate
 
 
+def card_clients(card: str) -> int:
+    """The concurrency the card's requirements imply (Little's law): requests in flight when
+    ``expected_qps`` arrive and each takes the target p99, ``expected_qps x latency_p99_ms``."""
+    from mlsd_ray.spec import load_card
+
+    req = load_card(REPO / "systems" / f"{card}.yaml").requirements
+    return max(1, math.ceil(req.expected_qps * req.latency_p99_ms / 1000))
+
+
 def tune(card: str, model_dir: Path, workdir: Path, out: Path, config: Path, args: Any) -> dict:
+    clients = card_clients(card) if args.clients == "card" else int(args.clients)
     grid = ["--batch-sizes", args.batch_sizes, "--waits", args.waits, "--replicas",
-            args.replicas, "--clients", str(args.clients), "--requests", str(args.requests),
+            args.replicas, "--clients", str(clients), "--requests", str(args.requests),
             "--max-seconds", str(args.max_seconds)]  # fmt: skip
     done = mlsd("serve", "tune", f"systems/{card}.yaml", "--workdir", str(workdir),
                 "--model-dir", str(model_dir), "--out", str(out), "--config", str(config),
                 *grid, *args.sets)  # fmt: skip
-    row: dict[str, Any] = {"card": card, "exit": done.returncode, "plot": f"{card}/sweep.png"}
+    row: dict[str, Any] = {"card": card, "exit": done.returncode, "plot": f"{card}/sweep.png",
+                           "clients": clients}  # fmt: skip
     points = _sweep(out / "sweep.csv")
     if done.returncode == 0:
         result = json.loads(done.stdout[done.stdout.index("{") :])
@@ -121,9 +136,9 @@ def write_table(rows: list[dict[str, Any]], out: Path) -> Path:
         "table, with the load average (1, 5, 15 min) at its end. Each card's sweep is in its",
         "folder (sweep.md, sweep.csv, sweep.png).",
         "",
-        "| card | target p99 ms | chosen (batch, wait s, ongoing, replicas) | req/s | p99 ms "
-        "| best p99 ms of the sweep | settings |",
-        "|---|---|---|---|---|---|---|",
+        "| card | target p99 ms | clients | chosen (batch, wait s, ongoing, replicas) | req/s "
+        "| p99 ms | best p99 ms of the sweep | settings |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         c = r.get("chosen")
@@ -133,7 +148,8 @@ def write_table(rows: list[dict[str, Any]], out: Path) -> Path:
             rate, p99 = c["requests_per_s"], c["p99_ms"]
         else:
             chosen, rate, p99 = "**target not met**: config unchanged", "", ""
-        lines.append(f"| {r['card']} | {r.get('target_p99_ms', '')} | {chosen} | {rate} | {p99} "
+        lines.append(f"| {r['card']} | {r.get('target_p99_ms', '')} | {r.get('clients', 16)} "
+                     f"| {chosen} | {rate} | {p99} "
                      f"| {r['best_p99_ms']} | {r['points']} |")  # fmt: skip
     lines += ["", "Commands:", ""]
     lines += [f"- {r['card']}: `{r.get('command', '')}` (load {r.get('load', '?')})" for r in rows]
@@ -154,7 +170,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--batch-sizes", default="1,8,16,32")
     parser.add_argument("--waits", default="0.002,0.01")
     parser.add_argument("--replicas", default="1,2")
-    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument(
+        "--clients", default="card", help="clients at once; `card`: expected_qps x p99 (default)"
+    )
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--max-seconds", type=float, default=20.0)
     parser.add_argument("--set", dest="sets_raw", action="append", default=[],
