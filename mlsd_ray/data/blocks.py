@@ -12,7 +12,13 @@ Two passes touch every row (reading aside), because they are where the time goes
    ``data.unique_key``) to the quarantine; it returns the rows written per folder, which
    the driver checks against its plan.
 
-``take_good`` and ``take_meta`` read pass 1's output for the profile and the driver.
+``take_good``, ``take_bad`` and ``take_meta`` read pass 1's output for the profile, the
+quarantine and the driver.
+
+Pass 1's blocks stay in the object store until the write, so their layout is kept narrow
+(``_narrow``): at 2M rows they were 650 MB, more than a small node's object store, and spilled
+(issue 10). The quarantine's text cells are one list column (null, so 4 bytes, on a good row,
+where 21 null text columns took 84), and the source URI and the part are dictionaries.
 """
 
 from __future__ import annotations
@@ -43,6 +49,9 @@ from mlsd_ray.spec import DesignCard
 
 LEAK, DUP, H1, H2, PRIMARY, SECONDARY = "_leak", "_dup", "_h1", "_h2", "_p", "_s"
 QUARANTINE = "quarantine"
+CELLS = "q:_cells"  # a bad row's text cells, in ``quarantine_schema`` order (lineage aside)
+LINEAGE = (SOURCE, ROW)  # one pair of columns for both parts: ``g:_source``, ``g:_row``
+KEPT = (REASON, *LINEAGE)  # quarantine columns kept as columns: the driver reads them
 Target = tuple[pafs.FileSystem, str]  # (filesystem, folder path in it)
 
 
@@ -93,7 +102,37 @@ def verify_block(
         both = both.append_column(
             f"k:{name}", pa.concat_arrays([column, pa.nulls(bad, column.type)])
         )
-    return both
+    return _narrow(both)
+
+
+def _narrow(both: pa.Table) -> pa.Table:
+    """The same rows in fewer bytes (see the module's docstring); ``take_bad`` unpacks."""
+    cells = [n for n in both.column_names if n.startswith("q:") and n[2:] not in KEPT]
+    bad = pc.equal(both[PART], "bad")
+    out = both.drop_columns([*cells, *(f"q:{n}" for n in LINEAGE)])
+    out = out.set_column(0, PART, _dictionary(both[PART], pa.int8()))
+    for name in LINEAGE:  # a row is good or bad: its lineage in the good part's columns
+        column = pc.coalesce(both[f"g:{name}"], both[f"q:{name}"])
+        column = _dictionary(column) if name == SOURCE else column
+        out = out.set_column(out.schema.get_field_index(f"g:{name}"), f"g:{name}", column)
+    return out.append_column(CELLS, _pack(both.select(cells).filter(bad), len(both)))
+
+
+def _dictionary(column: pa.ChunkedArray, index: pa.DataType = pa.int32()) -> pa.Array:
+    encoded = pc.dictionary_encode(column.combine_chunks())
+    return pa.DictionaryArray.from_arrays(encoded.indices.cast(index), encoded.dictionary)
+
+
+def _pack(bad: pa.Table, n: int) -> pa.Array:
+    """The bad rows (the last ``len(bad)`` of ``n``) as lists of their text cells; null on
+    the good rows. Row-major values: row i's cells are ``values[i*k:(i+1)*k]``."""
+    m, k = bad.num_rows, bad.num_columns
+    columns = [bad[c].combine_chunks().cast(pa.string()) for c in bad.column_names]
+    values = pa.concat_arrays(columns) if columns else pa.array([], pa.string())
+    values = values.take(pa.array(np.arange(m * k).reshape(k, m).T.ravel()))  # column- to row-major
+    offsets = np.concatenate([np.zeros(n - m, np.int32), np.arange(m + 1, dtype=np.int32) * k])
+    good = np.arange(n) < n - m
+    return pa.ListArray.from_arrays(pa.array(offsets), values, mask=pa.array(good))
 
 
 def _good_mask(batch: pa.Table) -> pa.ChunkedArray:
@@ -105,6 +144,23 @@ def take_good(batch: pa.Table) -> pa.Table:
     return split_part(batch, "good")
 
 
+def take_bad(batch: pa.Table, schema: pa.Schema) -> pa.Table:
+    """The quarantined rows of a pass-1 block in the quarantine ``schema``."""
+    rows = batch.filter(pc.equal(batch[PART], "bad"))
+    cells = [f for f in schema if f.name not in KEPT]
+    values = pc.list_flatten(rows[CELLS]).combine_chunks()
+    m, k = rows.num_rows, len(cells)
+    data: dict[str, Any] = {}
+    for f in schema:
+        if f.name in KEPT:
+            prefix = "g:" if f.name in LINEAGE else "q:"
+            data[f.name] = rows[prefix + f.name].cast(f.type)
+        else:  # cell j of every row
+            j = cells.index(f)
+            data[f.name] = values.take(pa.array(np.arange(m) * k + j)).cast(f.type)
+    return pa.table(data, schema=schema)
+
+
 def take_meta(batch: pa.Table) -> pa.Table:
     """What the driver needs of a pass-1 block: the keys of the good rows (label, lineage,
     ``k:`` columns) and the reasons of the bad ones, in one table keyed by ``_part``."""
@@ -112,8 +168,8 @@ def take_meta(batch: pa.Table) -> pa.Table:
     data = {
         PART: batch[PART],
         LABEL: batch[f"g:{LABEL}"],
-        SOURCE: pc.coalesce(batch[f"g:{SOURCE}"], batch[f"q:{SOURCE}"]),
-        ROW: pc.coalesce(batch[f"g:{ROW}"], batch[f"q:{ROW}"]),
+        SOURCE: batch[f"g:{SOURCE}"],
+        ROW: batch[f"g:{ROW}"],
         REASON: batch[f"q:{REASON}"],
     }
     data.update({n[2:]: batch[n] for n in keys})
@@ -154,8 +210,8 @@ def duplicate_rows(
 
 def block_name(batch: pa.Table) -> str:
     """A file name from the block's first row: the same on a retry, unique across blocks."""
-    source = pc.coalesce(batch[f"g:{SOURCE}"], batch[f"q:{SOURCE}"])[0].as_py()
-    row = pc.coalesce(batch[f"g:{ROW}"], batch[f"q:{ROW}"])[0].as_py()
+    source = batch[f"g:{SOURCE}"][0].as_py()
+    row = batch[f"g:{ROW}"][0].as_py()
     digest = row_hash([str(source)], [int(row or 0)], 0, "file")[0]
     return f"part-{int(digest):016x}"
 
@@ -180,7 +236,7 @@ def write_block(
         keys = batch.select([f"k:{PRIMARY}", f"k:{SECONDARY}"]).filter(good_mask)
         primary = keys[f"k:{PRIMARY}"].to_numpy()
         secondary = keys[f"k:{SECONDARY}"].to_numpy()
-        bad = split_part(batch, "bad").cast(quarantine_schema)
+        bad = take_bad(batch, quarantine_schema)
         if duplicates:
             bad = pa.concat_tables([bad, duplicate_rows(good, duplicates, quarantine_schema)])
             keep = np.array([i not in duplicates for i in lineage_ids(good)], dtype=bool)

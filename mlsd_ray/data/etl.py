@@ -339,6 +339,8 @@ def _meta(verified: ray.data.Dataset, card: DesignCard) -> tuple[pd.DataFrame, l
 def _categorical(column: pa.ChunkedArray) -> pd.Categorical:
     """Source URIs (a few distinct values over millions of rows) as a pandas categorical whose
     categories are sorted, so that sorting by it is sorting by the text."""
+    if pa.types.is_dictionary(column.type):  # the blocks' own dictionaries differ: decode
+        column = column.cast(pa.string())
     names = sorted(v for v in pc.unique(column).to_pylist() if v is not None)
     codes = pc.fill_null(pc.index_in(column, value_set=pa.array(names, pa.string())), -1)
     return pd.Categorical.from_codes(
