@@ -142,7 +142,7 @@ def write_text(uri: str, text: str) -> None:
     beside its target and renamed over it, so a reader never sees half of it."""
     fs, path = filesystem(uri)
     parent = path.rsplit("/", 1)[0]
-    if parent:
+    if parent and not is_remote(uri):  # S3 has no folders: a marker per level is a request each
         fs.create_dir(parent, recursive=True)
     target = path if is_remote(uri) else f"{path}.{uuid.uuid4().hex[:8]}.partial"
     with fs.open_output_stream(target) as f:

@@ -102,8 +102,7 @@ def remote_index(wd: Workdir) -> dict[str, str]:
 
 
 def _upload(fs: pafs.FileSystem, src: Path, dest: str) -> None:
-    parent = dest.rsplit("/", 1)[0]
-    fs.create_dir(parent, recursive=True)
+    # No folder markers: S3 has no folders, and a marker per level cost a request each.
     with src.open("rb") as f, fs.open_output_stream(dest) as out:
         for chunk in iter(lambda: f.read(1 << 22), b""):
             out.write(chunk)

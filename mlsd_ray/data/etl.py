@@ -192,7 +192,8 @@ def _prepare(uri: str) -> tuple[pafs.FileSystem, str]:
     fs, path = storage.filesystem(uri)
     try:
         storage.delete_dir(uri)
-        fs.create_dir(path, recursive=True)
+        if not storage.is_remote(uri):  # on S3 the folder is its objects; every folder gets some
+            fs.create_dir(path, recursive=True)
     except OSError as err:
         raise SourceError(
             f"Cannot write ETL output to {uri!r}.",
