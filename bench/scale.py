@@ -65,6 +65,8 @@ def driver(nodes: int, sizes: list[int], rounds: int, cpus: int, local: bool) ->
         fs.mkdir(BUCKET)
     scratch = Path(tempfile.mkdtemp(prefix="scale-"))  # the head's private tmpfs
 
+    steps: dict[str, dict[str, float]] = {}  # workdir -> the ETL summary's seconds per step
+
     def etl(size: int, workdir: str) -> float:
         card = load_card(
             REPO / "systems" / "event_registration.yaml",
@@ -78,6 +80,7 @@ def driver(nodes: int, sizes: list[int], rounds: int, cpus: int, local: bool) ->
         t = time.perf_counter()
         summary = run_etl(card, Workdir.for_card(card, workdir))
         assert summary.rows_ok > 0.9 * size, summary.rows_ok
+        steps[workdir] = summary.seconds
         return time.perf_counter() - t
 
     def gbdt(frame: Any, inputs: list[str], params: dict[str, Any], storage: str) -> float:
@@ -120,8 +123,10 @@ def driver(nodes: int, sizes: list[int], rounds: int, cpus: int, local: bool) ->
         # its task workers gone and paid their imports again (2M rows on 2026-12-05: local
         # 13.9 s after xgboost against 11.8 s on S3 right after the untimed ETL).
         row["etl_s"] = round(etl(size, f"s3://{BUCKET}/work-{nodes}-{size}"), 2)
+        row["etl_steps_s"] = steps[f"s3://{BUCKET}/work-{nodes}-{size}"]
         if local:
             row["etl_local_s"] = round(etl(size, str(scratch / f"work-{size}")), 2)
+            row["etl_local_steps_s"] = steps[str(scratch / f"work-{size}")]
         row["gbdt_s"] = round(gbdt(frame, inputs, params, f"s3://{BUCKET}/ray_results"), 2)
         if local:
             row["gbdt_local_s"] = round(gbdt(frame, inputs, params, str(scratch / "rr")), 2)
