@@ -18,8 +18,10 @@ A single-model card is served as one deployment (HTTP edge and batched model in 
 ``mlsd_ray.serve.single``), behind Serve's default proxy, or ``--proxy haproxy|direct``.
 
 Every HTTP request carries one tweet (Davidson dev when present) and goes to 127.0.0.1 only.
-Each level sends at most ``--requests`` requests and stops after ``--max-seconds`` whatever the
-count. The load generator runs in this process, on the same cores as the servers.
+The load generator is wrk (``bench/wrk.py``) when it is installed: each level keeps as many
+connections busy for ``--max-seconds``. With ``--client httpx`` (or without wrk) it runs in this
+process, costs the shared cores about a millisecond of Python per request, and each level sends
+at most ``--requests`` requests and stops after ``--max-seconds`` whatever the count.
 Prints a table and writes JSON with ``ratio_vs_plain`` ((b), (d) over (c) at concurrency 8) and
 ``ratio_vs_limit`` ((b) over (a)).
 """
@@ -42,12 +44,14 @@ from typing import Any
 
 import httpx
 import numpy as np
+import wrk
 
 REPO = Path(__file__).resolve().parents[1]
 CARD = REPO / "systems" / "harmful_content.yaml"
 DAVIDSON = REPO.parent / "shared" / "datasets" / "harmful_content" / "davidson_dev.csv"
 LEVELS: tuple[int, ...] = (1, 8, 32, 64)
 RAW_BATCHES = (1, 8, 16, 32, 64)
+CLIENT = "httpx"  # the load generator: "wrk" (bench/wrk.py) or "httpx" (in this process)
 
 log = logging.getLogger("bench.serve")
 
@@ -210,9 +214,15 @@ async def _load(
 def load_levels(
     url: str, texts: list[str], requests: int, max_s: float
 ) -> dict[int, dict[str, Any]]:
+    """Every level against one server, from wrk when it is installed (``CLIENT``), else httpx."""
     out = {}
     for c in LEVELS:
-        out[c] = asyncio.run(_load(url, texts, c, max(requests, 4 * c), max_s))
+        if CLIENT == "wrk":
+            bodies = [{"instances": [t]} for t in texts]
+            wrk.run(url, bodies, min(c, 4), 3)  # warm-up, as the httpx client does
+            out[c] = wrk.run(url, bodies, c, max_s)
+        else:
+            out[c] = asyncio.run(_load(url, texts, c, max(requests, 4 * c), max_s))
         log.info("  %s clients=%d %s", url, c, out[c])
     return out
 
@@ -393,7 +403,7 @@ def goals(out: dict[str, Any], p99_ms: float, d_name: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    global LEVELS
+    global LEVELS, CLIENT
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--model-dir", type=Path, help="a MiniLM package (default: built now)")
@@ -415,9 +425,19 @@ def main(argv: list[str] | None = None) -> None:
         default="default",
         help="deployment.proxy of (b) and (d): Serve's Python proxy, HAProxy or direct ingress",
     )
+    parser.add_argument(
+        "--client",
+        choices=("auto", "wrk", "httpx"),
+        default="auto",
+        help="load generator: wrk (C, each level lasts --max-seconds) or httpx in this process "
+        "(each level sends --requests or lasts --max-seconds); auto = wrk when installed",
+    )
     parser.add_argument("--plain-server", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     LEVELS = tuple(int(x) for x in args.levels.split(","))
+    CLIENT = ("wrk" if wrk.available() else "httpx") if args.client == "auto" else args.client
+    if CLIENT == "wrk" and not wrk.available():
+        parser.error("--client wrk needs wrk on PATH (apt-get install wrk)")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # Ray starts its workers (Serve replicas, proxy) at nice 15; the plain server and the raw
@@ -523,6 +543,7 @@ def main(argv: list[str] | None = None) -> None:
         "machine": {"cpus": os.cpu_count(), "platform": sys.platform},
         "ray_worker_niceness": os.environ.get("RAY_worker_niceness"),  # noqa: SIM112
         "proxy": args.proxy,
+        "client": CLIENT,
         "card_latency_p99_ms": p99_target,
         "raw": {k: v for k, v in raw.items() if k != "levels"},
         "raw_optimised": {k: v for k, v in raw_opt.items() if k != "levels"},
