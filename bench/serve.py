@@ -18,7 +18,7 @@ A single-model card is served as one deployment (HTTP edge and batched model in 
 ``mlsd_ray.serve.single``), behind Serve's default proxy, or ``--proxy haproxy|direct``.
 
 Every HTTP request carries one tweet (Davidson dev when present) and goes to 127.0.0.1 only.
-The load generator is wrk (``bench/wrk.py``) when it is installed: each level keeps as many
+The load generator is wrk (``mlsd_ray/serve/wrk.py``) when it is installed: each level keeps as many
 connections busy for ``--max-seconds``. With ``--client httpx`` (or without wrk) it runs in this
 process, costs the shared cores about a millisecond of Python per request, and each level sends
 at most ``--requests`` requests and stops after ``--max-seconds`` whatever the count.
@@ -44,14 +44,15 @@ from typing import Any
 
 import httpx
 import numpy as np
-import wrk
+
+from mlsd_ray.serve import wrk
 
 REPO = Path(__file__).resolve().parents[1]
 CARD = REPO / "systems" / "harmful_content.yaml"
 DAVIDSON = REPO.parent / "shared" / "datasets" / "harmful_content" / "davidson_dev.csv"
 LEVELS: tuple[int, ...] = (1, 8, 32, 64)
 RAW_BATCHES = (1, 8, 16, 32, 64)
-CLIENT = "httpx"  # the load generator: "wrk" (bench/wrk.py) or "httpx" (in this process)
+CLIENT = "httpx"  # the load generator: "wrk" (mlsd_ray.serve.wrk) or "httpx" (in this process)
 
 log = logging.getLogger("bench.serve")
 

@@ -4,7 +4,8 @@
 
 ``clients`` concurrent connections send ``requests`` ``POST /predict`` calls in all (each
 with ``instances_per_request`` instances) and stop at ``max_seconds`` whatever the count, so a
-slow server never makes it run away. Reports throughput and latency percentiles.
+slow server never makes it run away. Reports throughput and latency percentiles. The requests
+go out from wrk (C) when it is installed, else from httpx in this process (``client``).
 
 Retries (``retries`` > 0) live in the client, with an idempotent request id: every request
 carries its own ``X-Request-Id`` and a retry of it sends the same one. Only the client knows
@@ -32,6 +33,7 @@ import httpx
 import numpy as np
 
 from mlsd_ray import progress
+from mlsd_ray.serve import wrk
 
 log = logging.getLogger(__name__)
 
@@ -135,12 +137,30 @@ def load_test(
     retries: int = 0,
     path: str = "/predict",
     bodies: Sequence[dict[str, Any]] | None = None,
+    client: str = "auto",
 ) -> dict[str, Any]:
     """Send ``requests`` POST /predict calls over ``clients`` connections; returns the figures
     (``timeline``: start offset and latency of every answered request). ``path`` and whole
-    request ``bodies`` (taken in turn) serve another API, e.g. the recommender's /recommend."""
+    request ``bodies`` (taken in turn) serve another API, e.g. the recommender's /recommend.
+
+    ``client``: ``"wrk"`` (C, :mod:`mlsd_ray.serve.wrk`; no retries, no timeline), ``"httpx"``
+    (in this process), or ``"auto"``: wrk when it is installed and no retries are asked for,
+    so the load generator takes as little as it can of the CPUs it measures."""
     if clients < 1 or requests < 1 or retries < 0:
         raise ValueError("clients and requests must be >= 1, retries >= 0")
+    if client not in ("auto", "wrk", "httpx"):
+        raise ValueError(f"client must be auto, wrk or httpx, not {client!r}")
+    if client == "wrk" and retries:
+        raise ValueError("wrk cannot resend a request with the same id: use client='httpx'")
+    if client == "wrk" or (client == "auto" and not retries and wrk.available()):
+        if not bodies:
+            n = len(instances)
+            bodies = [
+                {"instances": [instances[(i * instances_per_request + k) % n]
+                               for k in range(instances_per_request)]}
+                for i in range(max(n, 1))
+            ]  # fmt: skip
+        return wrk.run(url, bodies, clients, max_seconds, requests, path)
     return asyncio.run(
         _run(
             url,
@@ -164,6 +184,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--instances-per-request", type=int, default=1)
     parser.add_argument("--max-seconds", type=float, default=60.0)
     parser.add_argument("--retries", type=int, default=0, help="per request, same request id")
+    parser.add_argument("--client", choices=("auto", "wrk", "httpx"), default="auto")
     args = parser.parse_args(argv)
     result = load_test(
         args.url,
@@ -172,6 +193,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         instances_per_request=args.instances_per_request,
         max_seconds=args.max_seconds,
         retries=args.retries,
+        client=args.client,
     )
     result.pop("timeline")
     sys.stdout.write(json.dumps(result, indent=2) + "\n")

@@ -246,7 +246,9 @@ def test_load_generator_reports_figures(served):
     from mlsd_ray.serve.loadtest import load_test
 
     result = load_test(served["url"], clients=8, requests=40, max_seconds=60)
-    assert result["ok"] == 40 and result["requests_per_s"] > 0
+    # httpx stops at the budget; wrk (when installed) runs for the time it takes
+    assert result["ok"] >= 40 and result["statuses"] == {"200": result["ok"]}
+    assert result["requests_per_s"] > 0
     assert result["p50_ms"] <= result["p99_ms"]
 
 

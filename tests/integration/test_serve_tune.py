@@ -58,7 +58,7 @@ def test_a_loose_target_gets_the_fastest_setting_that_meets_it(setup):
         max_seconds=20,
     )
     points = result["points"]
-    assert len(points) == 2 and all(p["ok"] == 40 for p in points)
+    assert len(points) == 2 and all(p["ok"] >= 40 and p["failed"] == 0 for p in points)
     chosen = result["chosen"]
     assert chosen["p99_ms"] <= 20000 and chosen["meets_target"]
     assert chosen["requests_per_s"] == max(p["requests_per_s"] for p in points)
