@@ -18,6 +18,8 @@ from mlsd_ray.errors import ModelError, NotFittedError
 
 OTHER = "__other__"
 MISSING = "__missing__"
+#: Up to this many rows (a served batch), categories are looked up in a dict, not a hash index.
+SMALL_BATCH = 256
 #: What a missing categorical became in packages written before ``__missing__`` existed.
 LEGACY_MISSING = ""
 ENCODINGS = ("onehot", "ordinal", "hashing")
@@ -129,8 +131,11 @@ class TabularPreprocessor:
     @staticmethod
     def _values(X: pd.DataFrame, column: str, missing: str) -> np.ndarray:
         """The column as an object array of str, nulls and empty strings made ``missing``."""
-        values = X[column].astype("string").fillna(missing)
-        return values.mask(values == "", missing).to_numpy(dtype=object)
+        values = X[column].astype("string").fillna(missing).to_numpy(dtype=object)
+        # numpy's element-wise compare: pandas' mask over Arrow strings cost a served batch
+        # of one row about 0.5 ms per column.
+        values[values == ""] = missing
+        return values
 
     def fit(self, X: pd.DataFrame) -> Self:
         self._validate()
@@ -189,18 +194,35 @@ class TabularPreprocessor:
             out[np.arange(len(values)), buckets[codes]] = 1.0
         return out
 
+    def _codes(self, column: str, values: np.ndarray) -> np.ndarray:
+        """Each value's position in the column's categories, -1 where unseen. The lookups are
+        built once per fitted list (a Categorical per call validated the categories again on
+        every served batch); a dict answers a served batch of a few rows faster than a hash
+        index, which wins on a training set."""
+        cats = self.categories_[column]
+        cache: dict[str, Any] = self.__dict__.setdefault("_lookups", {})
+        hit = cache.get(column)
+        if hit is None or hit[0] is not cats:
+            positions = {v: i for i, v in enumerate(cats)}
+            hit = cache[column] = (cats, pd.Index(cats, dtype=object), positions)
+        if len(values) <= SMALL_BATCH:
+            return np.fromiter((hit[2].get(v, -1) for v in values), np.intp, len(values))
+        return np.asarray(hit[1].get_indexer(values))
+
     def transform(self, X: pd.DataFrame) -> np.ndarray:
         self._check()
         parts = []
         blanks = []
         for c in self.numeric:
-            col = pd.to_numeric(X[c], errors="coerce").astype("float64")
+            # numpy from here: pandas' per-Series arithmetic cost a served row 0.15 ms a column
+            col = pd.to_numeric(X[c], errors="coerce").to_numpy(np.float64, na_value=np.nan)
+            blank = np.isnan(col)
             if c in self.imputed_:
-                blanks.append(col.isna().to_numpy(dtype=np.float64)[:, None])
-                col = col.fillna(self.imputed_[c])
+                blanks.append(blank.astype(np.float64)[:, None])
+                col = np.where(blank, self.imputed_[c], col)
             elif not self.keep_nan:
-                col = col.fillna(self.mean_[c])
-            parts.append(((col - self.mean_[c]) / self.scale_[c]).to_numpy()[:, None])
+                col = np.where(blank, self.mean_[c], col)
+            parts.append(((col - self.mean_[c]) / self.scale_[c])[:, None])
         parts += blanks
         values = {c: self._values(X, c, self.missing_) for c in self.categorical}
         for c in self.categorical:
@@ -209,7 +231,7 @@ class TabularPreprocessor:
                 parts.append(self._hashed(values[c]))
                 continue
             cats = self.categories_[c]
-            codes = np.asarray(pd.Categorical(values[c], categories=cats).codes)
+            codes = self._codes(c, values[c])
             codes = np.where(codes < 0, len(cats), codes)  # unseen -> its own last code
             if encoding == "ordinal":
                 parts.append((codes / max(len(cats), 1)).astype(np.float64)[:, None])

@@ -107,6 +107,16 @@ class Predictor:
     # -- validation ---------------------------------------------------------------------
     def to_frame(self, instances: list[Any]) -> pd.DataFrame:
         """Raw instances -> a typed DataFrame. A text-only model also takes bare strings."""
+        return self.frame(self.validate(instances))
+
+    def frame(self, rows: list[dict[str, Any]]) -> pd.DataFrame:
+        """Rows from ``validate`` (of one request, or of a whole served batch) -> the frame."""
+        return pd.DataFrame(rows, columns=self.manifest.input_names)
+
+    def validate(self, instances: list[Any]) -> list[dict[str, Any]]:
+        """Raw instances -> typed rows, one dict per instance; ``InvalidInput`` says which
+        instance and field is wrong. A server validates each request alone (so a bad one gets
+        its own 4xx) and builds one frame per batch."""
         if not isinstance(instances, list):
             raise InvalidInput(f"'instances' must be a list, got {type(instances).__name__}")
         rows = []
@@ -132,7 +142,7 @@ class Predictor:
                     continue
                 row[field.name] = _cast(value, field.type, where)
             rows.append(row)
-        return pd.DataFrame(rows, columns=self.manifest.input_names)
+        return rows
 
     # -- prediction ---------------------------------------------------------------------
     def predict_frame(self, frame: pd.DataFrame) -> np.ndarray:

@@ -20,6 +20,7 @@ from mlsd_ray.features import (
     CROSS_SEP,
     MISSING,
     OTHER,
+    SMALL_BATCH,
     TabularPreprocessor,
     stable_bucket,
 )
@@ -245,3 +246,38 @@ def test_offline_and_online_features_are_identical(shared_datasets: Path, tmp_pa
         predictor.predict_frame(online), model.predict_proba(offline)[:, 1]
     )
     assert predictor.predict(instances) == model.predict_proba(offline)[:, 1].tolist()
+
+
+def test_served_batches_encode_as_the_whole_frame_does() -> None:
+    """Batches up to SMALL_BATCH rows take a dict lookup of categories, bigger ones a hash
+    index; nulls, blanks, numbers as categories, unseen values and a refit all agree."""
+    rng = np.random.default_rng(0)
+    n = 2 * SMALL_BATCH + 50
+    X = pd.DataFrame(
+        {
+            "a": rng.normal(size=n),
+            "b": rng.integers(0, 5, n).astype(float),
+            "c": rng.choice(np.array(["x", "y", "", None, "z"], dtype=object), n),
+            "d": rng.choice([1, 2, 3], n),
+            "e": pd.Series(rng.choice(["p", "q", "r", "s"], n)).astype("string"),
+        }
+    )
+    X.loc[::7, "b"] = np.nan
+    X.loc[::11, "e"] = pd.NA
+    pre = TabularPreprocessor(
+        ["a", "b"], ["c", "d", "e"], max_categories=2, encodings={"d": "ordinal"},
+        crosses=[["c", "e"]],
+    ).fit(X)  # fmt: skip
+    Y = X.sample(frac=1, random_state=1).reset_index(drop=True)
+    Y.loc[:20, "c"] = "unseen"
+    whole = pre.transform(Y)
+    assert len(Y) > SMALL_BATCH  # the hash-index path
+    rows = np.vstack([pre.transform(Y.iloc[i : i + 5]) for i in range(0, 100, 5)])
+    np.testing.assert_array_equal(rows, whole[:100])
+    assert whole[:21, pre.feature_names_.index(f"c={OTHER}")].tolist() == [1.0] * 21
+    # a refit with other categories is seen at once (the lookups belong to the fitted list)
+    first = next(v for v in pre.categories_["c"] if v != MISSING)
+    seen = Y[Y["c"] == first].iloc[:3]
+    assert pre.transform(seen)[:, pre.feature_names_.index(f"c={first}")].tolist() == [1.0] * 3
+    pre.fit(X.assign(c="w"))
+    assert pre.transform(seen)[:, pre.feature_names_.index("c=w")].tolist() == [0.0] * 3
