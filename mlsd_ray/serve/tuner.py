@@ -169,7 +169,12 @@ def run_sweep(
     from mlsd_ray.runtime import ensure_ray
     from mlsd_ray.serve.app import _running_http, base_url, build_application
     from mlsd_ray.serve.loadtest import load_test
+    from mlsd_ray.serve.proxy import prepare
 
+    # The sweep measures the proxy the card serves behind: its variables go in before a local
+    # Ray starts (without them the tuner measured Serve's Python proxy, about a third of the
+    # HAProxy rate on 2 cores).
+    prepare(card)
     ensure_ray()
     serve.start(http_options={"host": "127.0.0.1", "port": card.deployment.port})
     host, port = _running_http("127.0.0.1", card.deployment.port)
