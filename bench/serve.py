@@ -217,9 +217,9 @@ def load_levels(
 ) -> dict[int, dict[str, Any]]:
     """Every level against one server, from wrk when it is installed (``CLIENT``), else httpx."""
     out = {}
+    bodies = [{"instances": [t]} for t in texts]
     for c in LEVELS:
         if CLIENT == "wrk":
-            bodies = [{"instances": [t]} for t in texts]
             wrk.run(url, bodies, min(c, 4), 3)  # warm-up, as the httpx client does
             out[c] = wrk.run(url, bodies, c, max_s)
         else:

@@ -237,13 +237,7 @@ class PredictionLogger:
 
     def _expand(self, entry: _Entry) -> list[dict[str, Any]]:
         request_id, ts, name, version, arm, inputs, probs, labels = entry
-        if isinstance(inputs, pd.DataFrame):  # column lists: half the time of to_dict
-            names = list(inputs.columns)
-            columns = [inputs[c].tolist() for c in names]
-            rows = [dict(zip(names, v, strict=True)) for v in zip(*columns, strict=True)]
-            rows = rows if names else [{} for _ in range(len(inputs))]
-        else:
-            rows = inputs
+        rows = inputs.to_dict(orient="records") if isinstance(inputs, pd.DataFrame) else inputs
         out = []
         for i, (row, p) in enumerate(zip(rows, probs, strict=True)):
             row = dict(row)

@@ -50,6 +50,13 @@ DEFAULT_INSTANCES = [
 ]
 
 
+def _body(instances: Sequence[Any], i: int, per_request: int) -> dict[str, Any]:
+    """Request ``i``'s body: the next ``per_request`` instances, round the list."""
+    return {
+        "instances": [instances[(i * per_request + k) % len(instances)] for k in range(per_request)]
+    }
+
+
 async def _run(
     url: str,
     instances: Sequence[Any],
@@ -76,16 +83,7 @@ async def _run(
         while next_request < requests and time.perf_counter() < deadline:
             i = next_request
             next_request += 1
-            body = (
-                bodies[i % len(bodies)]
-                if bodies
-                else {
-                    "instances": [
-                        instances[(i * instances_per_request + k) % len(instances)]
-                        for k in range(instances_per_request)
-                    ]
-                }
-            )
+            body = bodies[i % len(bodies)] if bodies else _body(instances, i, instances_per_request)
             headers = {"X-Request-Id": uuid.uuid4().hex}  # the same on every retry
             t0 = time.perf_counter()
             for attempt in range(retries + 1):
@@ -154,12 +152,7 @@ def load_test(
         raise ValueError("wrk cannot resend a request with the same id: use client='httpx'")
     if client == "wrk" or (client == "auto" and not retries and wrk.available()):
         if not bodies:
-            n = len(instances)
-            bodies = [
-                {"instances": [instances[(i * instances_per_request + k) % n]
-                               for k in range(instances_per_request)]}
-                for i in range(max(n, 1))
-            ]  # fmt: skip
+            bodies = [_body(instances, i, instances_per_request) for i in range(len(instances))]
         return wrk.run(url, bodies, clients, max_seconds, requests, path)
     return asyncio.run(
         _run(
